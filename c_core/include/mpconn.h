@@ -1,0 +1,490 @@
+/*
+ * mpconn.h - the one public header of libmpconn.
+ *
+ * libmpconn speaks the wire protocol of CPython's multiprocessing.connection:
+ * length-prefixed messages (4-byte signed big-endian header, or -1 followed by
+ * an 8-byte unsigned length) and the authkey HMAC challenge/response in both
+ * dialects (legacy raw HMAC-MD5 as in CPython <= 3.11, and the "{sha256}"
+ * prefixed form of CPython >= 3.12).  It moves bytes; values are a layer above
+ * (see the "Values" section at the end).
+ *
+ * Layers, each usable alone:
+ *   1. Framing (sans-I/O): mpc_frame_header(), mpc_frame_decoder.
+ *   2. Handshake (sans-I/O): mpc_hs_*().
+ *   3. Transport: mpc_listener, mpc_conn (blocking I/O with deadlines).
+ *
+ * Conventions used by every declaration below:
+ *   - Every fallible call returns an mpc_status; MPC_OK (0) means success.
+ *   - Creation calls take an optional caller-owned mpc_error (may be NULL)
+ *     that receives a readable message; on failure the out-handle is NULL.
+ *   - Calls on an existing object record the last failure in that object:
+ *     mpc_conn_errmsg() / mpc_conn_errno() stay valid until the next call on
+ *     the same object.
+ *   - Ownership phrases: "borrowed" = the library reads it during the call and
+ *     never keeps it; "caller owns" = caller must release it with the named
+ *     function; "library owns" = valid until the named event, never freed by
+ *     the caller.
+ *   - A failed call allocates nothing and changes no ownership.
+ *   - Every destructor accepts NULL.
+ *   - Durations are mpc_ms (milliseconds).  In calls: a negative value
+ *     (MPC_FOREVER) waits without limit, 0 checks once without blocking.
+ *     In mpc_options: 0 means "the documented default" for that field.
+ *   - Thread rules: the library has no global mutable state.  One object may
+ *     be used by one thread at a time; different objects may be used by
+ *     different threads in parallel.
+ *   - The library never calls exit() or abort() and never changes signal
+ *     dispositions.  Writes to sockets use MSG_NOSIGNAL; a write to a one-way
+ *     pipe whose reader is gone raises SIGPIPE unless the program ignores it
+ *     (the mpconn CLI and Python do).
+ */
+#ifndef MPCONN_H
+#define MPCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MPC_BUILDING) && defined(__GNUC__)
+#define MPC_API __attribute__((visibility("default")))
+#else
+#define MPC_API
+#endif
+
+#define MPC_VERSION_MAJOR 0
+#define MPC_VERSION_MINOR 1
+#define MPC_VERSION_PATCH 0
+#define MPC_VERSION_STRING "0.1.0"
+
+/* The runtime version string, e.g. "0.1.0".  Library owns it (static). */
+MPC_API const char *mpc_version(void);
+
+/* ------------------------------------------------------------------------
+ * Status codes.  One table generates the enum, mpc_strerror() and
+ * mpc_status_name(); the bindings map the names to exceptions / Lua codes.
+ *   X(NAME, value, "message")
+ * ------------------------------------------------------------------------ */
+#define MPC_STATUS_MAP(X)                                                     \
+    X(OK, 0, "success")                                                       \
+    X(EOF, 1, "end of file")                                                  \
+    X(TIMEOUT, 2, "timed out")                                                \
+    X(AUTH, 3, "authentication failed")                                       \
+    X(PROTO, 4, "protocol error")                                             \
+    X(TOOLONG, 5, "bad message length")                                       \
+    X(TOOSHORT, 6, "buffer too short")                                        \
+    X(CLOSED, 7, "handle is closed")                                          \
+    X(OS, 8, "operating system error")                                        \
+    X(INVAL, 9, "invalid argument")                                           \
+    X(NOMEM, 10, "out of memory")                                             \
+    X(TRUNCATED, 11, "got end of file during message")                        \
+    X(AGAIN, 12, "more input needed")                                         \
+    X(INTR, 13, "interrupted")                                                \
+    X(NOTREADABLE, 14, "connection is write-only")                            \
+    X(NOTWRITABLE, 15, "connection is read-only")                             \
+    X(RESOLVE, 16, "cannot resolve address")                                  \
+    X(VALUE, 17, "value error")
+
+typedef enum mpc_status {
+#define MPC__STATUS_ENUM(name, value, msg) MPC_##name = value,
+    MPC_STATUS_MAP(MPC__STATUS_ENUM)
+#undef MPC__STATUS_ENUM
+    MPC__STATUS_COUNT
+} mpc_status;
+
+/* A fixed English text for a status ("bad message length").  Library owns
+ * it (static); never NULL, "unknown status" for values outside the table. */
+MPC_API const char *mpc_strerror(mpc_status status);
+
+/* The status's name without prefix ("TOOLONG").  Library owns it (static);
+ * never NULL, "UNKNOWN" for values outside the table. */
+MPC_API const char *mpc_status_name(mpc_status status);
+
+/* Detailed error report for creation calls.  Caller owns the struct (stack
+ * is fine); the library fills it on failure and leaves it alone on success.
+ * message is always NUL-terminated; it never contains the authkey. */
+#define MPC_ERRMSG_MAX 256
+typedef struct mpc_error {
+    mpc_status status;
+    int sys_errno;                 /* errno captured at the failure site, or 0 */
+    char message[MPC_ERRMSG_MAX];  /* e.g. "connect to 127.0.0.1:9: Connection refused" */
+} mpc_error;
+
+/* ------------------------------------------------------------------------
+ * Durations
+ * ------------------------------------------------------------------------ */
+typedef int64_t mpc_ms;
+#define MPC_FOREVER ((mpc_ms)-1)
+#define MPC_NOWAIT ((mpc_ms)0)
+
+/* Default handshake deadline used when mpc_options.handshake_timeout is 0. */
+#define MPC_HANDSHAKE_DEFAULT_MS ((mpc_ms)30000)
+
+/* "No maximum" for maxlength arguments. */
+#define MPC_NO_LIMIT SIZE_MAX
+
+/* ------------------------------------------------------------------------
+ * Options.  Zero-initialise (or call mpc_options_init()); zero means the
+ * documented default for every field.  Fields are only ever appended.
+ * Everything pointed to is borrowed: the library copies what it keeps.
+ * ------------------------------------------------------------------------ */
+typedef enum mpc_dialect {
+    /* Challenge with "{sha256}" + 40 random bytes (CPython >= 3.12).  Accept
+     * every reply a 3.12+ challenger accepts: raw 16-byte MD5 (for <= 3.11
+     * peers) and any "{name}" of the allowed set.  Answer both 20-byte legacy
+     * challenges and "{name}" challenges.  The default. */
+    MPC_DIALECT_MODERN = 0,
+    /* Challenge with 20 random bytes and accept only raw HMAC-MD5, exactly as
+     * CPython <= 3.11.  Answers like MODERN. */
+    MPC_DIALECT_LEGACY = 1,
+    /* MODERN, but refuse MD5 in both directions: raw or "{md5}" replies are
+     * rejected, and 20-byte legacy challenges are not answered. */
+    MPC_DIALECT_STRICT = 2
+} mpc_dialect;
+
+typedef struct mpc_options {
+    /* The shared secret.  NULL = no handshake at all (CPython authkey=None);
+     * non-NULL with authkey_len 0 = a real, empty key (CPython 3.13). */
+    const void *authkey;
+    size_t authkey_len;
+    /* listen() backlog; 0 = 1 (CPython's default). */
+    int backlog;
+    mpc_dialect dialect;
+    /* Digest named in our challenges in MODERN/STRICT dialect: one of "md5",
+     * "sha256", "sha384", "sha3_256", "sha3_384"; NULL = "sha256". */
+    const char *digest;
+    /* Deadline for the whole handshake (both legs); 0 = 
+     * MPC_HANDSHAKE_DEFAULT_MS, MPC_FOREVER = none (CPython behaviour). */
+    mpc_ms handshake_timeout;
+    /* Deadline for connect(); 0 = none beyond the operating system's. */
+    mpc_ms connect_timeout;
+    /* Deadline applied to each send/recv call on connections made with these
+     * options; 0 = none.  Changeable later with mpc_conn_set_timeout(). */
+    mpc_ms io_timeout;
+    /* Largest message recv accepts (checked against the header before any
+     * allocation); 0 = no limit (CPython behaviour). */
+    uint64_t max_message_size;
+    /* Mode bits for a Unix socket file created by listen (e.g. 0600);
+     * 0 = leave it to the umask. */
+    unsigned unix_mode;
+    /* Called when a blocking system call is interrupted by a signal (EINTR).
+     * Return 0 to retry (with the remaining deadline), non-zero to abort the
+     * call with MPC_INTR.  NULL = always retry.  Used by the Python binding to
+     * run signal handlers (Ctrl-C).  An abort before any byte of a message was
+     * consumed keeps the stream in step; an abort in the middle of a message
+     * marks the connection broken (later calls return MPC_PROTO). */
+    int (*interrupt)(void *arg);
+    void *interrupt_arg;
+} mpc_options;
+
+/* Fills *opts with the defaults (all zero). */
+MPC_API void mpc_options_init(mpc_options *opts);
+
+/* ------------------------------------------------------------------------
+ * Memory
+ * ------------------------------------------------------------------------ */
+/* Releases a buffer the library allocated for the caller (mpc_recv_bytes,
+ * mpc_value_encode, ...).  Accepts NULL. */
+MPC_API void mpc_free(void *ptr);
+
+/* ========================================================================
+ * 1. Framing (sans-I/O; provisional API).
+ *
+ * Wire: payload length 0..0x7FFFFFFF -> 4-byte big-endian signed header;
+ * larger -> 4 bytes 0xFFFFFFFF (-1) then an 8-byte big-endian unsigned
+ * length.  The decoder accepts the -1 form for any length.  Deviation from
+ * CPython: any other negative 4-byte header is a protocol error (MPC_PROTO);
+ * CPython returns b"" and the stream silently goes out of step.
+ * ======================================================================== */
+#define MPC_FRAME_HEADER_MAX 12
+#define MPC_FRAME_SMALL_MAX ((uint64_t)0x7FFFFFFF)
+
+/* Writes the header for a payload of len bytes into out and returns its size
+ * (4 or 12).  Never fails. */
+MPC_API size_t mpc_frame_header(uint64_t len, unsigned char out[MPC_FRAME_HEADER_MAX]);
+
+/* Incremental header decoder.  Zero-initialise before use (or after an
+ * error); no allocation, no I/O.  Fields are private. */
+typedef struct mpc_frame_decoder {
+    unsigned char buf[MPC_FRAME_HEADER_MAX];
+    unsigned char have;
+    unsigned char need;
+} mpc_frame_decoder;
+
+/* Feeds up to len bytes of header.  Consumes only header bytes: *consumed
+ * is how many were taken (never more than the header).
+ *   MPC_OK:    header complete, *length = payload length; the decoder is
+ *              reset and ready for the next header.
+ *   MPC_AGAIN: all input consumed, header not complete yet.
+ *   MPC_PROTO: negative length other than -1 (the decoder is reset).
+ * data is borrowed. */
+MPC_API mpc_status mpc_frame_feed(mpc_frame_decoder *d, const void *data, size_t len,
+                                  size_t *consumed, uint64_t *length);
+
+/* ========================================================================
+ * 2. Handshake (sans-I/O; provisional API).
+ *
+ * Payloads here are message payloads (the framing is separate).  Every
+ * handshake message is read with a 256-byte maximum (MPC_HS_FRAME_MAX).
+ * Randomness is injected: callers pass the random bytes (mpc_random() gives
+ * bytes from OpenSSL's RAND_bytes), so tests replay transcripts exactly.
+ * The deliver leg (challenger): send mpc_hs_challenge(); receive the reply;
+ * mpc_hs_verify(); send "#WELCOME#" or "#FAILURE#".  The answer leg
+ * (responder): receive the challenge; send mpc_hs_respond(); receive the
+ * verdict; mpc_hs_check_welcome().  Listener: deliver then answer.  Client:
+ * answer then deliver.
+ * ======================================================================== */
+#define MPC_HS_FRAME_MAX 256
+#define MPC_HS_CHALLENGE "#CHALLENGE#"
+#define MPC_HS_WELCOME "#WELCOME#"
+#define MPC_HS_FAILURE "#FAILURE#"
+#define MPC_HS_LEGACY_RANDOM 20
+#define MPC_HS_MODERN_RANDOM 40
+
+/* Fills buf with len cryptographically secure random bytes (OpenSSL
+ * RAND_bytes).  MPC_OK, or MPC_OS if the generator fails. */
+MPC_API mpc_status mpc_random(void *buf, size_t len);
+
+/* Builds the challenge payload "#CHALLENGE#" + M into out (cap bytes) and
+ * sets *out_len.  LEGACY: M = the first 20 random bytes.  MODERN/STRICT:
+ * M = "{digest}" + the first 40 random bytes (digest NULL = "sha256").
+ * random (rand_len >= the number needed) is borrowed.
+ * MPC_INVAL: unknown digest, too few random bytes, cap too small, or
+ * STRICT with "md5".  err may be NULL. */
+MPC_API mpc_status mpc_hs_challenge(mpc_dialect dialect, const char *digest,
+                                    const void *random, size_t rand_len,
+                                    unsigned char *out, size_t cap, size_t *out_len,
+                                    mpc_error *err);
+
+/* Computes the reply to a received challenge payload (with its
+ * "#CHALLENGE#" prefix) into out (cap >= MPC_HS_FRAME_MAX is always enough).
+ * 20-byte remainder: raw 16-byte HMAC-MD5 (refused in STRICT).  "{name}"
+ * remainder with name in the allowed set: "{name}" + HMAC-name over the
+ * whole remainder.
+ *   MPC_AUTH: no "#CHALLENGE#" prefix, remainder shorter than 20 bytes,
+ *             missing/unsupported digest prefix, or MD5 refused (STRICT);
+ *             err->message names the reason in CPython's words.
+ *   MPC_INVAL: cap too small.
+ * key, challenge are borrowed.  err may be NULL. */
+MPC_API mpc_status mpc_hs_respond(mpc_dialect dialect, const void *key, size_t key_len,
+                                  const void *challenge, size_t challenge_len,
+                                  unsigned char *out, size_t cap, size_t *out_len,
+                                  mpc_error *err);
+
+/* Verifies the reply to a challenge we sent (challenge = the payload we
+ * sent, with its "#CHALLENGE#" prefix).  LEGACY: only the raw 16-byte
+ * HMAC-MD5 of M is accepted.  MODERN: a 16- or 20-byte reply is checked as
+ * raw HMAC-MD5 of M; otherwise a "{name}" prefix from the allowed set and
+ * HMAC-name of M (M includes our own "{digest}" prefix).  STRICT: MODERN
+ * without MD5.  Comparison is constant-time.
+ *   MPC_OK: verified.  MPC_AUTH: rejected; err->message says why in
+ *   CPython's words ("digest received was wrong", "expected 'sha256' of
+ *   length 32 got 16", "unsupported message length, missing digest prefix,
+ *   or unsupported digest: message=...").
+ * All buffers borrowed.  err may be NULL. */
+MPC_API mpc_status mpc_hs_verify(mpc_dialect dialect, const void *key, size_t key_len,
+                                 const void *challenge, size_t challenge_len,
+                                 const void *reply, size_t reply_len, mpc_error *err);
+
+/* MPC_OK if the payload is exactly "#WELCOME#", else MPC_AUTH with
+ * "digest sent was rejected".  err may be NULL. */
+MPC_API mpc_status mpc_hs_check_welcome(const void *msg, size_t len, mpc_error *err);
+
+/* ========================================================================
+ * 3. Transport.
+ *
+ * Addresses are strings:
+ *   "host:port"     TCP; host is a name or IPv4 literal ("" = all IPv4
+ *                   interfaces); names resolve IPv4 first, then IPv6.
+ *   "[v6]:port"     TCP over IPv6 ("[::1]:0", "[::]:4000").
+ *   "/path", "./p"  Unix socket path (anything with a '/' or without ':').
+ *   "@name"         Linux abstract socket name (no file).
+ * Port 0 binds an ephemeral port; mpc_listener_address() gives the real one.
+ * TCP sockets get TCP_NODELAY.  All descriptors are close-on-exec.
+ * ======================================================================== */
+typedef struct mpc_listener mpc_listener;
+typedef struct mpc_conn mpc_conn;
+
+/* --- Listener --- */
+
+/* Creates a listening socket (SO_REUSEADDR for TCP; binding an existing Unix
+ * path fails with EADDRINUSE as in CPython).  opts may be NULL (defaults);
+ * its authkey, dialect, timeouts and limits apply to accepted connections.
+ * On success *out is the listener (caller owns; release with
+ * mpc_listener_close()).  MPC_INVAL (bad address), MPC_RESOLVE, MPC_OS,
+ * MPC_NOMEM.  Does not block. */
+MPC_API mpc_status mpc_listen(const char *address, const mpc_options *opts,
+                              mpc_listener **out, mpc_error *err);
+
+/* Waits up to timeout for a client, accepts it, and (with an authkey) runs
+ * deliver then answer under opts.handshake_timeout.  On success *out is the
+ * connection (caller owns; release with mpc_conn_close()).  A failed
+ * handshake closes that connection and returns MPC_AUTH / MPC_PROTO /
+ * MPC_TOOLONG / MPC_TIMEOUT / MPC_EOF; the listener stays usable.
+ * MPC_TIMEOUT (no client in time), MPC_CLOSED, MPC_OS, MPC_INTR.
+ * Blocks.  err may be NULL; the listener's errmsg is set too. */
+MPC_API mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out,
+                                       mpc_error *err);
+
+/* The bound address in the string syntax above, with the real port
+ * ("127.0.0.1:41234", "[::1]:41234", "/tmp/x.sock", "@name").  Library owns
+ * it until mpc_listener_close(). */
+MPC_API const char *mpc_listener_address(const mpc_listener *l);
+
+/* The address family: "AF_INET", "AF_INET6" or "AF_UNIX".  Static. */
+MPC_API const char *mpc_listener_family(const mpc_listener *l);
+
+/* The listening socket's descriptor (library owns it). */
+MPC_API int mpc_listener_fileno(const mpc_listener *l);
+
+/* Last failure on this listener; valid until the next call on it. */
+MPC_API const char *mpc_listener_errmsg(const mpc_listener *l);
+
+/* Closes the socket, unlinks a Unix socket file it created (not abstract
+ * names), frees the listener.  Accepts NULL. */
+MPC_API void mpc_listener_close(mpc_listener *l);
+
+/* --- Creating connections --- */
+
+/* Connects to address (connect_timeout), then with an authkey runs answer
+ * then deliver (handshake_timeout).  opts may be NULL.  On success *out is
+ * the connection (caller owns; mpc_conn_close()).  MPC_OS (e.g. ECONNREFUSED
+ * with its text), MPC_RESOLVE, MPC_TIMEOUT, MPC_AUTH, MPC_PROTO,
+ * MPC_TOOLONG, MPC_EOF, MPC_INVAL, MPC_NOMEM, MPC_INTR.  Blocks. */
+MPC_API mpc_status mpc_connect(const char *address, const mpc_options *opts,
+                               mpc_conn **out, mpc_error *err);
+
+/* Makes a connected pair.  duplex != 0: a socketpair, both ends readable and
+ * writable.  duplex == 0: a pipe; *a is the reader, *b the writer.  opts may
+ * be NULL (its io_timeout, max_message_size and interrupt apply; no
+ * handshake).  Caller owns both; on failure both are NULL. */
+MPC_API mpc_status mpc_pipe(int duplex, const mpc_options *opts, mpc_conn **a, mpc_conn **b,
+                            mpc_error *err);
+
+/* Wraps an existing connected descriptor (socket or pipe end) and takes
+ * ownership of it (it is closed by mpc_conn_close(), and on success only).
+ * MPC_INVAL for fd < 0 or both flags zero.  No handshake; see
+ * mpc_conn_deliver_challenge() / mpc_conn_answer_challenge(). */
+MPC_API mpc_status mpc_conn_from_fd(int fd, int readable, int writable, const mpc_options *opts,
+                                    mpc_conn **out, mpc_error *err);
+
+/* --- Handshake legs on an existing connection (for callers that accept or
+ * connect raw sockets themselves).  key is borrowed; key NULL is MPC_INVAL.
+ * opts (may be NULL) supplies dialect, digest and handshake_timeout. --- */
+MPC_API mpc_status mpc_conn_deliver_challenge(mpc_conn *c, const void *key, size_t key_len,
+                                              const mpc_options *opts);
+MPC_API mpc_status mpc_conn_answer_challenge(mpc_conn *c, const void *key, size_t key_len,
+                                             const mpc_options *opts);
+
+/* --- Sending --- */
+
+/* Sends one message (header and payload with one writev/sendmsg; partial
+ * writes are continued).  buf is borrowed (not copied).  MPC_CLOSED,
+ * MPC_NOTWRITABLE, MPC_TIMEOUT (io_timeout), MPC_OS (EPIPE, ECONNRESET ...),
+ * MPC_INTR.  A failure after some bytes were written marks the connection
+ * broken.  Blocks. */
+MPC_API mpc_status mpc_send_bytes(mpc_conn *c, const void *buf, size_t len);
+
+/* One message of a batch. */
+typedef struct mpc_buf {
+    const void *data;
+    size_t len;
+} mpc_buf;
+
+/* Sends n messages, each framed on its own, with as few system calls as the
+ * kernel allows (one writev per IOV_MAX/2 messages).  Byte-identical on the
+ * wire to n calls of mpc_send_bytes().  bufs borrowed.  Same statuses. */
+MPC_API mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n);
+
+/* --- Receiving --- */
+
+/* Receives one whole message.  The declared length is checked against
+ * maxlength (MPC_NO_LIMIT = none) and the connection's max_message_size
+ * before anything is allocated; a longer message gives MPC_TOOLONG, leaves
+ * the payload unread and, as CPython does, makes the connection no longer
+ * readable (a read-only connection is closed).  Memory is never allocated
+ * for more than the bytes that actually arrived plus a bounded step, so a
+ * hostile header cannot make the library reserve its claimed size.
+ * On success *out (caller owns; release with mpc_free(); non-NULL even for
+ * an empty message) and *len.  MPC_EOF (peer closed before a header byte),
+ * MPC_TRUNCATED (EOF inside a message), MPC_PROTO (bad header), MPC_TOOLONG,
+ * MPC_CLOSED, MPC_NOTREADABLE, MPC_TIMEOUT, MPC_OS, MPC_NOMEM, MPC_INTR.
+ * Blocks (io_timeout). */
+MPC_API mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, size_t *len);
+
+/* Receives one message into buf (cap bytes, borrowed) and sets *len.  If the
+ * message is longer than cap: MPC_TOOSHORT, *len = the message length, and
+ * the message stays pending, unconsumed: the next recv call (of any kind)
+ * returns it, so the stream stays in step and nothing is lost.  Otherwise
+ * the statuses of mpc_recv_bytes(). */
+MPC_API mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len);
+
+/* Two-step receive, for bindings that allocate the destination themselves
+ * (e.g. a Python bytes object):
+ *   mpc_recv_begin() reads the next header (or returns the one already
+ *   pending) and checks it against maxlength as mpc_recv_bytes() does; on
+ *   MPC_OK *len is the payload length and the message is pending.
+ *   mpc_recv_payload() then reads the next n bytes of the pending payload
+ *   (n <= what remains) into dst; when the last byte is read the message is
+ *   complete.  Call it in steps for large messages.
+ *   mpc_recv_alloc_step() is the library's allocation policy: given the
+ *   declared length and the bytes already received, how large the
+ *   destination should be now (never more than a bounded step beyond what
+ *   arrived). */
+MPC_API mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len);
+MPC_API mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n);
+MPC_API size_t mpc_recv_alloc_step(uint64_t declared, size_t received);
+
+/* Sets *ready to 1 if a message or end of file is pending (buffered data
+ * counts), else 0, waiting up to timeout.  Never consumes data.  MPC_CLOSED,
+ * MPC_NOTREADABLE, MPC_OS, MPC_INTR. */
+MPC_API mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready);
+
+/* Waits until at least one of n connections is ready as for mpc_poll() (or
+ * timeout passes), then sets ready[i] to 1 or 0 for each and *nready to the
+ * count.  conns and ready are borrowed arrays of n; NULL entries are
+ * skipped.  MPC_OK (also when none became ready), MPC_INVAL, MPC_OS,
+ * MPC_INTR. */
+MPC_API mpc_status mpc_wait(mpc_conn *const *conns, size_t n, mpc_ms timeout, int *ready,
+                            size_t *nready);
+
+/* --- Properties --- */
+MPC_API int mpc_conn_fileno(const mpc_conn *c);   /* -1 once closed */
+MPC_API int mpc_conn_readable(const mpc_conn *c); /* 0/1 */
+MPC_API int mpc_conn_writable(const mpc_conn *c); /* 0/1 */
+/* Bytes already read from the socket and not yet returned. */
+MPC_API size_t mpc_conn_buffered(const mpc_conn *c);
+/* The peer's address for TCP ("10.0.0.2:5555", "[::1]:5555"), "" for Unix
+ * sockets and pipes.  Library owns it until mpc_conn_close(). */
+MPC_API const char *mpc_conn_peer(const mpc_conn *c);
+/* Per-call deadline for send/recv (0 or MPC_FOREVER = none). */
+MPC_API void mpc_conn_set_timeout(mpc_conn *c, mpc_ms timeout);
+/* Replaces the interrupt hook (see mpc_options.interrupt). */
+MPC_API void mpc_conn_set_interrupt(mpc_conn *c, int (*fn)(void *), void *arg);
+MPC_API void mpc_listener_set_interrupt(mpc_listener *l, int (*fn)(void *), void *arg);
+
+/* Last failure on this connection: status, message ("got end of file during
+ * message", "recv: Connection reset by peer"), saved errno.  The message is
+ * library-owned, valid until the next call on c; never contains the key. */
+MPC_API mpc_status mpc_conn_status(const mpc_conn *c);
+MPC_API const char *mpc_conn_errmsg(const mpc_conn *c);
+MPC_API int mpc_conn_errno(const mpc_conn *c);
+
+/* Frees the connection and returns its descriptor without closing it
+ * (caller owns the fd).  Buffered unread bytes are lost.  -1 for NULL. */
+MPC_API int mpc_conn_detach(mpc_conn *c);
+
+/* Closes the descriptor and frees the connection.  Accepts NULL. */
+MPC_API void mpc_conn_close(mpc_conn *c);
+
+/* ========================================================================
+ * 4. Values (a safe subset of pickle).  See issue "Values across
+ * languages"; declarations are added here when the codec lands.
+ * ======================================================================== */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MPCONN_H */
