@@ -1,0 +1,38 @@
+/*
+ * internal.h - declarations shared by the library's source files (never
+ * installed).  Internal non-static functions use the mpc__ prefix.
+ */
+#ifndef MPC_INTERNAL_H
+#define MPC_INTERNAL_H
+
+#include "mpconn.h"
+
+#include <stdarg.h>
+
+#if defined(__GNUC__)
+#define MPC__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define MPC__PRINTF(a, b)
+#endif
+
+/* Fills err (if not NULL) with status, errno and a formatted message, and
+ * returns status so callers can write `return mpc__error(err, ...)`. */
+mpc_status mpc__error(mpc_error *err, mpc_status status, int sys_errno, const char *fmt, ...)
+    MPC__PRINTF(4, 5);
+mpc_status mpc__verror(mpc_error *err, mpc_status status, int sys_errno, const char *fmt,
+                       va_list ap);
+
+/* Buffers handed to callers (released with mpc_free()).  They start 64
+ * bytes into their allocation so large buffers (which glibc places at page
+ * offset 16) do not start at page offset 0 or 16, the 4K-aliasing trap of
+ * SPEC section 6.  mpc__realloc_out(NULL, n) == mpc__alloc_out(n). */
+void *mpc__alloc_out(size_t n);
+void *mpc__realloc_out(void *p, size_t n);
+
+/* Escapes bytes as a Python bytes literal body (b'...' without the b and
+ * quotes: printable ASCII as is, \\x.. otherwise) into out (cap bytes,
+ * always NUL-terminated, truncated with "..." if needed).  For error
+ * messages that quote what a peer sent, as CPython's do. */
+void mpc__repr_bytes(const void *data, size_t len, char *out, size_t cap);
+
+#endif
