@@ -1,0 +1,350 @@
+/*
+ * bench_c.c - the C side of the benchmark: the plain C baseline (the same
+ * framing written by hand, one write system call per message) and mpconn
+ * C<->C, with the same driver so the two are measured identically.
+ *
+ *   bench_c IMPL MODE SIZE COUNT TRANSPORT PIN
+ *     IMPL       plain | mpconn
+ *     MODE       pingpong | stream | batch   (batch: mpconn only)
+ *     TRANSPORT  unix | tcp
+ *     PIN        1 = both processes on CPU 0, 0 = free
+ *
+ * Prints one JSON object: {"impl":..., "ops_per_s":..., "mb_per_s":...,
+ * "p50_us":..., "p99_us":...}.  Latency percentiles are for pingpong only.
+ * The parent is the client and measures; a forked child is the server.
+ */
+#include "mpconn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(2);
+}
+
+static void pin_cpu0(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        die("sched_setaffinity");
+}
+
+/* ---- plain C baseline: hand-written framing, blocking sockets ---- */
+
+static void full_write(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            die("writev");
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+}
+
+static void full_read(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            die("read");
+        p += r;
+        len -= (size_t)r;
+    }
+}
+
+static void plain_send(int fd, const void *buf, size_t len)
+{
+    uint32_t hdr = htonl((uint32_t)len);
+    struct iovec iov[2] = {{&hdr, 4}, {(void *)buf, len}};
+    full_write(fd, iov, len ? 2 : 1);
+}
+
+static size_t plain_recv(int fd, void *buf)
+{
+    uint32_t hdr;
+    full_read(fd, &hdr, 4);
+    size_t len = ntohl(hdr);
+    full_read(fd, buf, len);
+    return len;
+}
+
+static int plain_listen(const char *transport, char *addr, size_t cap)
+{
+    int fd;
+    if (strcmp(transport, "tcp") == 0) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof sa;
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 1) != 0)
+            die("listen");
+        getsockname(fd, (struct sockaddr *)&sa, &sl);
+        snprintf(addr, cap, "127.0.0.1:%d", ntohs(sa.sin_port));
+    } else {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        snprintf(su.sun_path, sizeof su.sun_path, "/tmp/mpconn-bench-%d.sock", (int)getpid());
+        unlink(su.sun_path);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&su, sizeof su) != 0 || listen(fd, 1) != 0)
+            die("listen");
+        snprintf(addr, cap, "%s", su.sun_path);
+    }
+    return fd;
+}
+
+static int plain_connect(const char *addr)
+{
+    int fd;
+    if (addr[0] == '/') {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        snprintf(su.sun_path, sizeof su.sun_path, "%s", addr);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&su, sizeof su) != 0)
+            die("connect");
+    } else {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        sa.sin_port = htons((uint16_t)atoi(strchr(addr, ':') + 1));
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            die("connect");
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+/* ---- the generic driver over a small ops table ---- */
+
+typedef struct bench_io {
+    void (*send)(void *h, const void *buf, size_t len);
+    void (*send_many)(void *h, const void *buf, size_t len, size_t n);
+    size_t (*recv)(void *h, void *buf);
+} bench_io;
+
+static void plain_send_op(void *h, const void *b, size_t n) { plain_send(*(int *)h, b, n); }
+static size_t plain_recv_op(void *h, void *b) { return plain_recv(*(int *)h, b); }
+
+static void mpc_check(mpc_status st, mpc_conn *c, const char *what)
+{
+    if (st != MPC_OK) {
+        fprintf(stderr, "%s: %s\n", what, c ? mpc_conn_errmsg(c) : mpc_strerror(st));
+        exit(2);
+    }
+}
+static void mpc_send_op(void *h, const void *b, size_t n) { mpc_check(mpc_send_bytes(h, b, n), h, "send"); }
+static void mpc_send_many_op(void *h, const void *b, size_t n, size_t count)
+{
+    mpc_buf bufs[256];
+    while (count > 0) {
+        size_t k = count < 256 ? count : 256;
+        for (size_t i = 0; i < k; i++)
+            bufs[i] = (mpc_buf){b, n};
+        mpc_check(mpc_send_many(h, bufs, k), h, "send_many");
+        count -= k;
+    }
+}
+/* Capacity of the receive buffers (set once in main). */
+static size_t g_cap;
+
+static size_t mpc_recv_op(void *h, void *b)
+{
+    size_t len;
+    mpc_check(mpc_recv_bytes_into(h, b, g_cap, &len), h, "recv_into");
+    return len;
+}
+
+static const bench_io PLAIN = {plain_send_op, NULL, plain_recv_op};
+static const bench_io MPC = {mpc_send_op, mpc_send_many_op, mpc_recv_op};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void server(const bench_io *io, void *h, const char *mode, size_t size, long count,
+                   char *buf)
+{
+    if (strcmp(mode, "pingpong") == 0) {
+        for (long i = 0; i < count; i++) {
+            size_t n = io->recv(h, buf);
+            io->send(h, buf, n);
+        }
+    } else {
+        for (long i = 0; i < count; i++)
+            io->recv(h, buf);
+        io->send(h, "k", 1);
+    }
+    (void)size;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 7) {
+        fprintf(stderr, "usage: bench_c plain|mpconn pingpong|stream|batch SIZE COUNT unix|tcp PIN\n");
+        return 2;
+    }
+    const char *impl = argv[1], *mode = argv[2], *transport = argv[5];
+    size_t size = strtoull(argv[3], NULL, 10);
+    long count = atol(argv[4]);
+    int pin = atoi(argv[6]);
+    int is_mpc = strcmp(impl, "mpconn") == 0;
+    const bench_io *io = is_mpc ? &MPC : &PLAIN;
+    if (strcmp(mode, "batch") == 0 && !is_mpc) {
+        fprintf(stderr, "batch needs mpconn\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (pin)
+        pin_cpu0();
+
+    /* Buffers start 64 bytes into their allocation (4K-aliasing, SPEC 6). */
+    char *sbuf = (char *)malloc(size + 128) + 64, *rbuf = (char *)malloc(size + 128) + 64;
+    memset(sbuf, 'x', size);
+    g_cap = size + 64;
+
+    char addr[256];
+    mpc_listener *l = NULL;
+    int lfd = -1;
+    if (is_mpc) {
+        char spec[128];
+        if (strcmp(transport, "tcp") == 0)
+            snprintf(spec, sizeof spec, "127.0.0.1:0");
+        else
+            snprintf(spec, sizeof spec, "/tmp/mpconn-bench-%d.sock", (int)getpid());
+        unlink(spec);
+        mpc_error err;
+        if (mpc_listen(spec, NULL, &l, &err) != MPC_OK) {
+            fprintf(stderr, "listen: %s\n", err.message);
+            return 2;
+        }
+        snprintf(addr, sizeof addr, "%s", mpc_listener_address(l));
+    } else {
+        lfd = plain_listen(transport, addr, sizeof addr);
+    }
+
+    pid_t child = fork();
+    if (child < 0)
+        die("fork");
+    if (child == 0) {
+        void *h;
+        int fd;
+        mpc_conn *c = NULL;
+        if (is_mpc) {
+            mpc_error err;
+            if (mpc_listener_accept(l, MPC_FOREVER, &c, &err) != MPC_OK) {
+                fprintf(stderr, "accept: %s\n", err.message);
+                _exit(2);
+            }
+            h = c;
+        } else {
+            fd = accept(lfd, NULL, NULL);
+            if (fd < 0)
+                die("accept");
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            h = &fd;
+        }
+        server(io, h, mode, size, count, rbuf);
+        mpc_conn_close(c);
+        _exit(0);
+    }
+
+    void *h;
+    int fd;
+    mpc_conn *c = NULL;
+    if (is_mpc) {
+        mpc_error err;
+        if (mpc_connect(addr, NULL, &c, &err) != MPC_OK) {
+            fprintf(stderr, "connect: %s\n", err.message);
+            return 2;
+        }
+        h = c;
+    } else {
+        fd = plain_connect(addr);
+        h = &fd;
+    }
+
+    double *lat = NULL;
+    double t0 = now_s(), t1;
+    if (strcmp(mode, "pingpong") == 0) {
+        lat = malloc(sizeof(double) * (size_t)count);
+        for (long i = 0; i < count; i++) {
+            double a = now_s();
+            io->send(h, sbuf, size);
+            io->recv(h, rbuf);
+            lat[i] = now_s() - a;
+        }
+    } else if (strcmp(mode, "batch") == 0) {
+        io->send_many(h, sbuf, size, (size_t)count);
+        io->recv(h, rbuf);
+    } else {
+        for (long i = 0; i < count; i++)
+            io->send(h, sbuf, size);
+        io->recv(h, rbuf);
+    }
+    t1 = now_s();
+    int status;
+    waitpid(child, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "server failed\n");
+        return 2;
+    }
+
+    double secs = t1 - t0, p50 = 0, p99 = 0;
+    if (lat) {
+        qsort(lat, (size_t)count, sizeof *lat, cmp_double);
+        p50 = lat[count / 2] * 1e6;
+        p99 = lat[(long)((double)count * 0.99)] * 1e6;
+    }
+    printf("{\"impl\": \"%s\", \"mode\": \"%s\", \"size\": %zu, \"count\": %ld, "
+           "\"seconds\": %.6f, \"ops_per_s\": %.1f, \"mb_per_s\": %.1f, \"p50_us\": %.2f, "
+           "\"p99_us\": %.2f}\n",
+           is_mpc ? "c-mpconn" : "c-plain", mode, size, count, secs, (double)count / secs,
+           (double)count * (double)size / secs / 1e6, p50, p99);
+    if (is_mpc) {
+        mpc_conn_close(c);
+        mpc_listener_close(l);
+    } else if (transport[0] == 'u') {
+        unlink(addr);
+    }
+    return 0;
+}

@@ -1,0 +1,157 @@
+"""Python side of the benchmark: stock multiprocessing.connection, mpconn and
+pyzmq PAIR sockets, driven identically.
+
+    python bench_py.py IMPL MODE SIZE COUNT TRANSPORT
+
+IMPL: stock | mpconn | zmq.  MODE: pingpong | stream | batch (mpconn:
+send_bytes_many; zmq: not offered) | stream_into (recv_bytes_into a
+preallocated buffer).  The parent measures; a forked child is the peer.
+Prints one JSON object like bench_c.  Placement (pinning) is done by the
+driver with taskset, which children inherit.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+
+BATCH = 256
+
+
+def endpoints(impl, transport):
+    if impl == "zmq":
+        if transport == "tcp":
+            return "tcp://127.0.0.1:*"
+        return "ipc://" + os.path.join(tempfile.mkdtemp(), "z.sock")
+    if transport == "tcp":
+        return ("127.0.0.1", 0)
+    return os.path.join(tempfile.mkdtemp(), "b.sock")
+
+
+class ZmqConn:
+    """The few Connection methods the driver uses, over a zmq PAIR socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send_bytes(self, b):
+        self.sock.send(b, copy=len(b) < 65536)
+
+    def recv_bytes(self):
+        return self.sock.recv(copy=True)
+
+    def recv_bytes_into(self, buf):
+        frame = self.sock.recv(copy=False)
+        n = len(frame.buffer)
+        buf[:n] = frame.buffer
+        return n
+
+
+def open_pair(impl, transport):
+    """Returns (server_setup, client_setup): callables run in child/parent."""
+    addr = endpoints(impl, transport)
+    if impl == "zmq":
+        import zmq
+
+        ctx = zmq.Context()
+        srv = ctx.socket(zmq.PAIR)
+        srv.bind(addr)
+        real = srv.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+        def server():
+            return ZmqConn(srv)
+
+        def client():
+            c = zmq.Context().socket(zmq.PAIR)
+            c.connect(real)
+            return ZmqConn(c)
+
+        return server, client
+    if impl == "stock":
+        from multiprocessing.connection import Client, Listener
+    else:
+        from mpconn import Client, Listener
+    listener = Listener(addr)
+    real = listener.address
+
+    def server():
+        return listener.accept()
+
+    def client():
+        return Client(real)
+
+    return server, client
+
+
+def serve(conn, mode, count, size):
+    if mode == "pingpong":
+        for _ in range(count):
+            conn.send_bytes(conn.recv_bytes())
+    elif mode == "stream_into":
+        buf = bytearray(size + 64)
+        for _ in range(count):
+            conn.recv_bytes_into(buf)
+        conn.send_bytes(b"k")
+    else:
+        for _ in range(count):
+            conn.recv_bytes()
+        conn.send_bytes(b"k")
+
+
+def main():
+    impl, mode, size, count, transport = sys.argv[1:6]
+    size, count = int(size), int(count)
+    server_setup, client_setup = open_pair(impl, transport)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            serve(server_setup(), mode, count, size)
+        except BaseException as e:  # report, never hang the parent
+            sys.stderr.write("server: %r\n" % (e,))
+            code = 2
+        os._exit(code)
+    conn = client_setup()
+    payload = b"x" * size
+    lat = []
+    clock = time.perf_counter
+    t0 = clock()
+    if mode == "pingpong":
+        send, recv = conn.send_bytes, conn.recv_bytes
+        for _ in range(count):
+            a = clock()
+            send(payload)
+            recv()
+            lat.append(clock() - a)
+    elif mode == "batch":
+        batch = [payload] * BATCH
+        left = count
+        while left > 0:
+            k = min(left, BATCH)
+            conn.send_bytes_many(batch if k == BATCH else batch[:k])
+            left -= k
+        conn.recv_bytes()
+    else:
+        send = conn.send_bytes
+        for _ in range(count):
+            send(payload)
+        conn.recv_bytes()
+    t1 = clock()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        sys.exit("server failed")
+    secs = t1 - t0
+    p50 = p99 = 0.0
+    if lat:
+        lat.sort()
+        p50 = lat[len(lat) // 2] * 1e6
+        p99 = lat[int(len(lat) * 0.99)] * 1e6
+    print(json.dumps({
+        "impl": "py-" + impl, "mode": mode, "size": size, "count": count,
+        "seconds": secs, "ops_per_s": count / secs,
+        "mb_per_s": count * size / secs / 1e6, "p50_us": p50, "p99_us": p99,
+    }))
+
+
+if __name__ == "__main__":
+    main()

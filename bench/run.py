@@ -1,0 +1,188 @@
+"""The benchmark driver: every implementation, interleaved and repeated, in
+one run; prints medians with ratios to the plain C baseline and to stock
+CPython, and writes machine-readable results.
+
+    python bench/run.py [--quick] [--reps N] [--out FILE]
+
+Run through bench/run.sh, which builds what is needed first.
+Implementations: c-plain (the baseline: hand-written framing, one write per
+message), c-mpconn, py-mpconn, py-stock (multiprocessing.connection),
+py-zmq (pyzmq PAIR), lua-mpconn.  Placements: "pinned" (both peers on CPU 0
+via taskset: CPU cost, the stable comparison) and "free".
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("MPCONN_BUILD", os.path.join(ROOT, "build"))
+
+SIZES = [16, 1024, 65536, 1 << 20, 16 << 20]
+COUNTS = {  # messages per run, by mode and size: about 0.1-0.5 s each
+    "pingpong": {16: 20000, 1024: 20000, 65536: 3000, 1 << 20: 300, 16 << 20: 20},
+    "stream": {16: 200000, 1024: 100000, 65536: 10000, 1 << 20: 1000, 16 << 20: 64},
+}
+COUNTS["batch"] = COUNTS["stream"]
+
+
+def impl_cmd(impl, mode, size, count, transport, python, lua):
+    if impl.startswith("c-"):
+        kind = "plain" if impl == "c-plain" else "mpconn"
+        return [os.path.join(BUILD, "bin", "bench_c"), kind, mode, str(size), str(count),
+                transport, "0"]
+    if impl.startswith("py-"):
+        return [python, os.path.join(HERE, "bench_py.py"), impl[3:], mode, str(size),
+                str(count), transport]
+    if impl == "lua-mpconn":
+        return [lua, os.path.join(HERE, "bench_lua.lua"), mode, str(size), str(count),
+                transport]
+    raise ValueError(impl)
+
+
+def cells(impls, quick):
+    sizes = [16, 1 << 20] if quick else SIZES
+    for mode in ("pingpong", "stream", "batch"):
+        for size in sizes:
+            for impl in impls:
+                if mode == "batch" and impl not in ("c-mpconn", "py-mpconn", "lua-mpconn"):
+                    continue
+                if mode == "batch" and size > 65536:
+                    continue
+                yield mode, size, impl
+
+
+def run_one(cmd, pinned, env):
+    if pinned:
+        cmd = ["taskset", "-c", "0"] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip() or p.stdout.strip())[-300:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="16 B and 1 MiB only, 1 rep")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--python", default=os.path.join(BUILD, "venv", "bin", "python"))
+    ap.add_argument("--lua", default="lua5.4")
+    ap.add_argument("--transports", default="unix,tcp")
+    ap.add_argument("--placements", default="pinned,free")
+    ap.add_argument("--impls", default="c-plain,c-mpconn,py-mpconn,py-stock,py-zmq,lua-mpconn")
+    ap.add_argument("--out", default=os.path.join(BUILD, "bench-results.json"))
+    args = ap.parse_args()
+    reps = 1 if args.quick else args.reps
+    impls = args.impls.split(",")
+    env = dict(os.environ)
+    env["LUA_CPATH"] = os.path.join(BUILD, "lua", "?.so") + ";" + env.get("LUA_CPATH", ";;")
+    env["LUA_PATH"] = os.path.join(ROOT, "lua", "?.lua") + ";" + env.get("LUA_PATH", ";;")
+
+    plan = [(pl, tr, mode, size, impl)
+            for pl in args.placements.split(",")
+            for tr in args.transports.split(",")
+            for mode, size, impl in cells(impls, args.quick)]
+    samples = {}
+    started = time.time()
+    # Interleave: every cell once per repetition, so drift hits all alike.
+    for rep in range(reps):
+        for pl, tr, mode, size, impl in plan:
+            count = COUNTS[mode][size]
+            cmd = impl_cmd(impl, mode, size, count, tr, args.python, args.lua)
+            res = run_one(cmd, pl == "pinned", env)
+            samples.setdefault((pl, tr, mode, size, impl), []).append(res)
+        print("rep %d/%d done (%.0f s)" % (rep + 1, reps, time.time() - started),
+              file=sys.stderr)
+
+    results = []
+    for key, runs in samples.items():
+        ok = [r for r in runs if "error" not in r]
+        pl, tr, mode, size, impl = key
+        row = {"placement": pl, "transport": tr, "mode": mode, "size": size, "impl": impl,
+               "runs": len(runs), "failed": len(runs) - len(ok)}
+        if ok:
+            row["ops_per_s"] = statistics.median(r["ops_per_s"] for r in ok)
+            row["mb_per_s"] = statistics.median(r["mb_per_s"] for r in ok)
+            if mode == "pingpong":
+                row["p50_us"] = statistics.median(r["p50_us"] for r in ok)
+                row["p99_us"] = statistics.median(r["p99_us"] for r in ok)
+        else:
+            row["error"] = runs[-1]["error"]
+        results.append(row)
+
+    def base(row, impl, mode=None):
+        for r in results:
+            if (r["placement"], r["transport"], r["size"], r["impl"]) == (
+                    row["placement"], row["transport"], row["size"], impl) and \
+                    r["mode"] == (mode or row["mode"]) and "ops_per_s" in r:
+                return r["ops_per_s"]
+        return None
+
+    for row in results:
+        if "ops_per_s" not in row:
+            continue
+        # Batched sends are compared with the plain baseline's ordinary stream.
+        mode = "stream" if row["mode"] == "batch" else row["mode"]
+        b, s = base(row, "c-plain", mode), base(row, "py-stock", mode)
+        row["vs_plain_c"] = row["ops_per_s"] / b if b else None
+        row["vs_stock"] = row["ops_per_s"] / s if s else None
+
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
+               "cpu": _cpu_model(), "python": args.python, "reps": reps,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.time() - started}
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine, "results": results}, f, indent=1)
+    print_table(results, machine)
+    print("\nresults written to %s" % args.out)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def human(size):
+    for unit, n in (("MiB", 1 << 20), ("KiB", 1024)):
+        if size >= n:
+            return "%d %s" % (size // n, unit)
+    return "%d B" % size
+
+
+def print_table(results, machine):
+    print("\nmachine: %(cpu)s, %(cpus)s CPUs, %(platform)s; %(reps)s reps, medians" % machine)
+    order = {"c-plain": 0, "c-mpconn": 1, "py-mpconn": 2, "lua-mpconn": 3, "py-stock": 4,
+             "py-zmq": 5}
+    rows = sorted(results, key=lambda r: (r["placement"] != "pinned", r["transport"],
+                                          ["pingpong", "stream", "batch"].index(r["mode"]),
+                                          r["size"], order.get(r["impl"], 9)))
+    hdr = "%-6s %-4s %-8s %-7s %-10s %12s %10s %9s %9s %9s" % (
+        "place", "tr", "mode", "size", "impl", "ops/s", "MB/s", "p50 us", "vs C", "vs stock")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        if "ops_per_s" not in r:
+            print("%-6s %-4s %-8s %-7s %-10s  FAILED: %s" % (
+                r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+                r.get("error", "")[:60]))
+            continue
+        fmt = lambda v: "%.2f" % v if v is not None else "-"
+        print("%-6s %-4s %-8s %-7s %-10s %12.0f %10.1f %9s %9s %9s" % (
+            r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+            r["ops_per_s"], r["mb_per_s"],
+            "%.1f" % r["p50_us"] if "p50_us" in r else "-",
+            fmt(r.get("vs_plain_c")), fmt(r.get("vs_stock"))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark (README "Performance"):
+#   bash bench/run.sh [--quick] [--reps N]
+# Builds the library, the bench program, the Python package (build/venv) and
+# the Lua module if they are missing, installs pyzmq for the comparison, then
+# runs bench/run.py.  Takes about 8 minutes on 2 cores (--quick: about 1).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${MPCONN_BUILD:-$root/build}
+if [ ! -x "$build/venv/bin/python" ]; then
+  python3 -m venv "$build/venv"
+fi
+"$build/venv/bin/python" -c 'import mpconn' 2>/dev/null || "$build/venv/bin/pip" install -q "$root"
+"$build/venv/bin/python" -c 'import zmq' 2>/dev/null || "$build/venv/bin/pip" install -q pyzmq
+cmake -S "$root" -B "$build" -DMPCONN_PYTHON="$build/venv/bin/python" >/dev/null
+cmake --build "$build" -j2 >/dev/null
+exec "$build/venv/bin/python" "$root/bench/run.py" "$@"
