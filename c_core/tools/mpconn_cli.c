@@ -1,4 +1,493 @@
-/* placeholder until the CLI lands; replaced by the transport work */
+/*
+ * mpconn_cli.c - the `mpconn` command-line tool: listen for clients and
+ * print what they send, or connect and send messages, speaking the wire
+ * protocol of CPython's multiprocessing.connection (framing and the authkey
+ * handshake in either dialect).  Built only on the public header.  It is a
+ * debugging and scripting aid: one client at a time, one line of output per
+ * message, one line on stderr per failure, distinct exit codes.
+ */
 #include "mpconn.h"
+
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { printf("mpconn %s\n", mpc_version()); return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_OTHER = 1,
+    EXIT_USAGE = 2,
+    EXIT_CONNECT = 3,
+    EXIT_AUTH = 4,
+    EXIT_TIMEOUT = 5,
+    EXIT_PROTOCOL = 6,
+    EXIT_EOF = 7
+};
+
+static const char usage_text[] =
+    "usage: mpconn listen ADDRESS [options] [--count N] [--echo]\n"
+    "       mpconn send ADDRESS [options] [--recv N] [MESSAGE...]\n"
+    "       mpconn --help | --version\n"
+    "\n"
+    "Speaks the wire protocol of Python's multiprocessing.connection.\n"
+    "\n"
+    "ADDRESS is host:port, [v6]:port, /path/to/socket (anything with a '/'\n"
+    "or without a ':'), or @name (Linux abstract socket).  Port 0 picks a\n"
+    "free port; `listen` prints \"listening on ADDRESS\" to stderr first.\n"
+    "\n"
+    "listen   accept clients one after another and print every message they\n"
+    "         send on its own line.  A client that fails the handshake or\n"
+    "         misbehaves gets one line on stderr; the next client is served.\n"
+    "  --count N      exit 0 after N messages (default: run until killed)\n"
+    "  --echo         send every message back to its sender\n"
+    "send     connect, send each MESSAGE as one message (each line of stdin\n"
+    "         when no MESSAGE is given), then print N received messages.\n"
+    "  --recv N       messages to receive and print after sending (default 0)\n"
+    "\n"
+    "options:\n"
+    "  --authkey KEY        authenticate with KEY (the handshake of Listener/\n"
+    "                       Client with authkey=KEY)\n"
+    "  --authkey-file FILE  the key is the file's bytes, minus one trailing\n"
+    "                       newline; MPCONN_AUTHKEY in the environment also\n"
+    "                       sets the key.  Without a key: no handshake.\n"
+    "  --dialect D          modern (default; CPython >= 3.12, accepts older\n"
+    "                       peers), legacy (as CPython <= 3.11), strict\n"
+    "                       (modern without MD5)\n"
+    "  --hex                messages are printed, and given, as lowercase hex\n"
+    "  --timeout SECONDS    give up waiting for a client, a connection or a\n"
+    "                       message after this long; also the handshake\n"
+    "                       deadline (default handshake deadline: 10 s)\n"
+    "\n"
+    "exit status: 0 success, 1 other error, 2 usage, 3 cannot connect or\n"
+    "listen, 4 authentication failed, 5 timed out, 6 protocol error (bad\n"
+    "message length, truncated message), 7 the peer closed the connection\n"
+    "before the expected messages arrived.\n";
+
+struct cli {
+    const char *cmd;
+    const char *address;
+    unsigned char *key;
+    size_t key_len;
+    int have_key;
+    mpc_dialect dialect;
+    int hex;
+    int echo;
+    long count;
+    long recv;
+    double timeout; /* seconds; < 0 = none */
+    char **messages;
+    int nmessages;
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fputs("mpconn: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\nTry 'mpconn --help'.\n", stderr);
+    return EXIT_USAGE;
+}
+
+static int exit_code(mpc_status st)
+{
+    switch (st) {
+    case MPC_OK: return EXIT_OK;
+    case MPC_AUTH: return EXIT_AUTH;
+    case MPC_TIMEOUT: return EXIT_TIMEOUT;
+    case MPC_PROTO:
+    case MPC_TOOLONG:
+    case MPC_TRUNCATED: return EXIT_PROTOCOL;
+    case MPC_EOF: return EXIT_EOF;
+    case MPC_INVAL: return EXIT_USAGE;
+    case MPC_RESOLVE: return EXIT_CONNECT;
+    default: return EXIT_OTHER;
+    }
+}
+
+/* One line on stderr for a failure; authentication failures say so first. */
+static void report(const char *context, mpc_status st, const char *message)
+{
+    fprintf(stderr, "mpconn: %s%s%s%s\n", context ? context : "", context ? ": " : "",
+            st == MPC_AUTH ? "authentication failed: " : "",
+            message && *message ? message : mpc_strerror(st));
+}
+
+static int read_key_file(struct cli *c, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "mpconn: cannot read key file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 256, n = 0;
+    unsigned char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            fclose(f);
+            fprintf(stderr, "mpconn: out of memory\n");
+            return -1;
+        }
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        cap *= 2;
+        unsigned char *nb = realloc(buf, cap);
+        if (!nb)
+            free(buf);
+        buf = nb;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        fprintf(stderr, "mpconn: cannot read key file %s\n", path);
+        return -1;
+    }
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    free(c->key);
+    c->key = buf;
+    c->key_len = n;
+    c->have_key = 1;
+    return 0;
+}
+
+static void set_key(struct cli *c, const char *s)
+{
+    free(c->key);
+    c->key_len = strlen(s);
+    c->key = malloc(c->key_len + 1);
+    if (c->key)
+        memcpy(c->key, s, c->key_len + 1);
+    c->have_key = c->key != NULL;
+}
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(struct cli *c, int argc, char **argv)
+{
+    const char *key_file = NULL;
+    const char *key_arg = NULL;
+    c->cmd = argv[1];
+    c->timeout = -1;
+    c->messages = calloc((size_t)argc, sizeof *c->messages);
+    if (!c->messages)
+        return EXIT_OTHER;
+    int listen = strcmp(c->cmd, "listen") == 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (strcmp(a, "--hex") == 0) {
+            c->hex = 1;
+            takes = 0;
+        } else if (listen && strcmp(a, "--echo") == 0) {
+            c->echo = 1;
+            takes = 0;
+        } else if (strcmp(a, "--") == 0) {
+            for (i++; i < argc; i++) {
+                if (!c->address)
+                    c->address = argv[i];
+                else
+                    c->messages[c->nmessages++] = argv[i];
+            }
+            break;
+        } else if (a[0] == '-' && a[1] == '-') {
+            static const char *const known[] = {"--authkey", "--authkey-file", "--dialect",
+                                                "--timeout", "--count", "--recv"};
+            int ok = 0;
+            for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+                ok |= strcmp(a, known[k]) == 0;
+            if (!ok || (listen && strcmp(a, "--recv") == 0) ||
+                (!listen && strcmp(a, "--count") == 0))
+                return usage_error("unknown option %s", a);
+            if (!v)
+                return usage_error("option %s needs a value", a);
+            if (strcmp(a, "--authkey") == 0) {
+                key_arg = v;
+            } else if (strcmp(a, "--authkey-file") == 0) {
+                key_file = v;
+            } else if (strcmp(a, "--dialect") == 0) {
+                if (strcmp(v, "modern") == 0)
+                    c->dialect = MPC_DIALECT_MODERN;
+                else if (strcmp(v, "legacy") == 0)
+                    c->dialect = MPC_DIALECT_LEGACY;
+                else if (strcmp(v, "strict") == 0)
+                    c->dialect = MPC_DIALECT_STRICT;
+                else
+                    return usage_error("unknown dialect '%s' (modern, legacy or strict)", v);
+            } else if (strcmp(a, "--timeout") == 0) {
+                char *end;
+                c->timeout = strtod(v, &end);
+                if (end == v || *end || !(c->timeout >= 0) || c->timeout > 1e9)
+                    return usage_error("bad --timeout '%s' (seconds)", v);
+            } else if (listen && strcmp(a, "--count") == 0) {
+                if (parse_long(v, &c->count) < 0)
+                    return usage_error("bad --count '%s'", v);
+            } else if (!listen && strcmp(a, "--recv") == 0) {
+                if (parse_long(v, &c->recv) < 0)
+                    return usage_error("bad --recv '%s'", v);
+            } else {
+                return usage_error("unknown option %s", a);
+            }
+            i += takes;
+            continue;
+        } else if (!c->address) {
+            c->address = a;
+        } else if (!listen) {
+            c->messages[c->nmessages++] = argv[i];
+        } else {
+            return usage_error("unexpected argument '%s'", a);
+        }
+    }
+    if (!c->address)
+        return usage_error("%s needs an ADDRESS", c->cmd);
+    if (key_arg && key_file)
+        return usage_error("%s", "give --authkey or --authkey-file, not both");
+    if (key_file) {
+        if (read_key_file(c, key_file) < 0)
+            return EXIT_USAGE;
+    } else if (key_arg) {
+        set_key(c, key_arg);
+    } else if (getenv("MPCONN_AUTHKEY")) {
+        set_key(c, getenv("MPCONN_AUTHKEY"));
+    }
+    return EXIT_OK;
+}
+
+static void fill_options(const struct cli *c, mpc_options *o)
+{
+    mpc_options_init(o);
+    if (c->have_key) {
+        o->authkey = c->key;
+        o->authkey_len = c->key_len;
+    }
+    o->dialect = c->dialect;
+    o->handshake_timeout = 10000;
+    if (c->timeout >= 0) {
+        mpc_ms ms = (mpc_ms)(c->timeout * 1000.0 + 0.999);
+        o->handshake_timeout = ms > 0 ? ms : 1;
+        o->connect_timeout = ms > 0 ? ms : 1;
+        o->io_timeout = ms > 0 ? ms : 1;
+    }
+}
+
+static int print_message(const struct cli *c, const unsigned char *p, size_t n)
+{
+    if (c->hex) {
+        static const char digits[] = "0123456789abcdef";
+        for (size_t i = 0; i < n; i++) {
+            putchar(digits[p[i] >> 4]);
+            putchar(digits[p[i] & 15]);
+        }
+    } else if (n) {
+        fwrite(p, 1, n, stdout);
+    }
+    putchar('\n');
+    return fflush(stdout) == 0 ? 0 : -1;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes hex in place; returns the new length or -1. */
+static long unhex(char *s, size_t n)
+{
+    if (n % 2)
+        return -1;
+    for (size_t i = 0; i < n; i += 2) {
+        int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        s[i / 2] = (char)(hi << 4 | lo);
+    }
+    return (long)(n / 2);
+}
+
+/* Sends one message given as text (or hex). */
+static int send_text(const struct cli *c, mpc_conn *conn, char *s, size_t n)
+{
+    if (c->hex) {
+        long m = unhex(s, n);
+        if (m < 0) {
+            fprintf(stderr, "mpconn: not hex: '%.*s'\n", (int)(n > 40 ? 40 : n), s);
+            return EXIT_USAGE;
+        }
+        n = (size_t)m;
+    }
+    mpc_status st = mpc_send_bytes(conn, s, n);
+    if (st != MPC_OK) {
+        report(NULL, st, mpc_conn_errmsg(conn));
+        return exit_code(st) == EXIT_OTHER ? EXIT_CONNECT : exit_code(st);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_send(const struct cli *c)
+{
+    mpc_options o;
+    mpc_error e;
+    mpc_conn *conn = NULL;
+    fill_options(c, &o);
+    mpc_status st = mpc_connect(c->address, &o, &conn, &e);
+    if (st != MPC_OK) {
+        report(NULL, st, e.message);
+        return st == MPC_OS ? EXIT_CONNECT : exit_code(st);
+    }
+    int rc = EXIT_OK;
+    if (c->nmessages > 0) {
+        for (int i = 0; i < c->nmessages && rc == EXIT_OK; i++)
+            rc = send_text(c, conn, c->messages[i], strlen(c->messages[i]));
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        while (rc == EXIT_OK && (n = getline(&line, &cap, stdin)) >= 0) {
+            if (n > 0 && line[n - 1] == '\n')
+                n--;
+            rc = send_text(c, conn, line, (size_t)n);
+        }
+        free(line);
+    }
+    for (long i = 0; rc == EXIT_OK && i < c->recv; i++) {
+        void *msg = NULL;
+        size_t len = 0;
+        st = mpc_recv_bytes(conn, MPC_NO_LIMIT, &msg, &len);
+        if (st == MPC_EOF) {
+            fprintf(stderr, "mpconn: the peer closed the connection after %ld of %ld messages\n",
+                    i, c->recv);
+            rc = EXIT_EOF;
+        } else if (st != MPC_OK) {
+            report(NULL, st, mpc_conn_errmsg(conn));
+            rc = exit_code(st);
+        } else {
+            if (print_message(c, msg, len) < 0)
+                rc = EXIT_OTHER;
+            mpc_free(msg);
+        }
+    }
+    mpc_conn_close(conn);
+    return rc;
+}
+
+static int cmd_listen(const struct cli *c)
+{
+    mpc_options o;
+    mpc_error e;
+    mpc_listener *l = NULL;
+    fill_options(c, &o);
+    /* Clients are served one at a time, so without --timeout only the
+     * handshake has a deadline (10 s): a silent client cannot block the
+     * others before it is authenticated. */
+    mpc_ms io_timeout = o.io_timeout;
+    o.io_timeout = 0;
+    mpc_status st = mpc_listen(c->address, &o, &l, &e);
+    if (st != MPC_OK) {
+        report(NULL, st, e.message);
+        return st == MPC_OS ? EXIT_CONNECT : exit_code(st);
+    }
+    fprintf(stderr, "listening on %s\n", mpc_listener_address(l));
+    fflush(stderr);
+    mpc_ms accept_ms = c->timeout >= 0 ? (mpc_ms)(c->timeout * 1000.0 + 0.999) : MPC_FOREVER;
+    long received = 0;
+    int rc = EXIT_OK;
+    while (c->count == 0 || received < c->count) {
+        mpc_conn *conn = NULL;
+        st = mpc_listener_accept(l, accept_ms, &conn, &e);
+        if (st != MPC_OK) {
+            if (strncmp(e.message, "accept:", 7) == 0) {
+                /* The listener itself failed or nobody came in time. */
+                if (st == MPC_TIMEOUT)
+                    fprintf(stderr, "mpconn: no client within %g s\n", c->timeout);
+                else
+                    report(NULL, st, e.message);
+                rc = st == MPC_OS ? EXIT_OTHER : exit_code(st);
+                break;
+            }
+            report("client rejected", st, e.message);
+            continue;
+        }
+        if (io_timeout > 0)
+            mpc_conn_set_timeout(conn, io_timeout);
+        char peer[160];
+        snprintf(peer, sizeof peer, "client %s", *mpc_conn_peer(conn) ? mpc_conn_peer(conn) : "");
+        if (!*mpc_conn_peer(conn))
+            snprintf(peer, sizeof peer, "client");
+        while (c->count == 0 || received < c->count) {
+            void *msg = NULL;
+            size_t len = 0;
+            st = mpc_recv_bytes(conn, MPC_NO_LIMIT, &msg, &len);
+            if (st == MPC_EOF)
+                break;
+            if (st != MPC_OK) {
+                report(peer, st, mpc_conn_errmsg(conn));
+                break;
+            }
+            received++;
+            int bad = print_message(c, msg, len) < 0;
+            if (c->echo && mpc_send_bytes(conn, msg, len) != MPC_OK)
+                report(peer, mpc_conn_status(conn), mpc_conn_errmsg(conn));
+            mpc_free(msg);
+            if (bad) {
+                rc = EXIT_OTHER;
+                break;
+            }
+        }
+        mpc_conn_close(conn);
+        if (rc != EXIT_OK)
+            break;
+    }
+    mpc_listener_close(l);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c;
+    memset(&c, 0, sizeof c);
+    /* A peer that goes away must give an error line, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2)
+        return usage_error("%s", "missing command (listen or send)");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("mpconn %s\n", mpc_version());
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "listen") != 0 && strcmp(argv[1], "send") != 0)
+        return usage_error("unknown command '%s' (listen or send)", argv[1]);
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        }
+    int rc = parse_args(&c, argc, argv);
+    if (rc == EXIT_OK)
+        rc = strcmp(c.cmd, "listen") == 0 ? cmd_listen(&c) : cmd_send(&c);
+    if (c.key)
+        memset(c.key, 0, c.key_len);
+    free(c.key);
+    free(c.messages);
+    return rc;
+}

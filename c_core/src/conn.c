@@ -1,0 +1,851 @@
+/*
+ * conn.c - the connection object: buffered, framed receives; vectored
+ * sends; poll; the handshake driver; creation from a connect, a pipe or a
+ * descriptor.  It drives the sans-I/O framing (mpc_frame_*) and handshake
+ * (mpc_hs_*) over io_posix.c and never makes a system call itself.
+ *
+ * Reading: small messages come through a 64 KiB read buffer, so one read
+ * brings many of them; a large payload is copied out of the buffer and the
+ * rest is read straight into its destination, with the read buffer as a
+ * second iovec so the next header usually arrives in the same call.
+ * Limits are checked against the declared length before anything is
+ * allocated, and mpc_recv_alloc_step() bounds what a hostile header can
+ * make us reserve.
+ *
+ * Failure model: a status and message per call (c->last, c->msg); framing
+ * errors, end of file inside a message, and failures after part of a
+ * message was moved mark the connection broken (sticky, c->broken).
+ */
+#include "transport.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MPC__ALLOC_STEP ((size_t)64 * 1024 * 1024)
+#define MPC__RBUF_PAGE_OFFSET 2112 /* away from page offsets 0 and 16: SPEC 6 */
+#define MPC__SEND_BATCH 512        /* messages per writev: IOV_MAX / 2 */
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+static mpc_status set_err(mpc_conn *c, mpc_status st, int eno, const char *fmt, ...)
+    MPC__PRINTF(4, 5);
+
+static mpc_status set_err(mpc_conn *c, mpc_status st, int eno, const char *fmt, ...)
+{
+    va_list ap;
+    mpc_error e;
+    va_start(ap, fmt);
+    mpc__verror(&e, st, eno, fmt, ap);
+    va_end(ap);
+    c->last = st;
+    c->last_errno = eno;
+    memcpy(c->msg, e.message, sizeof c->msg);
+    return st;
+}
+
+/* Marks the connection broken: every later call fails with later_st and the
+ * current message. */
+static void mark_broken(mpc_conn *c, mpc_status later_st)
+{
+    if (c->broken != MPC_OK)
+        return;
+    c->broken = later_st;
+    memcpy(c->broken_msg, c->msg, sizeof c->broken_msg);
+}
+
+static void clear_err(mpc_conn *c)
+{
+    c->last = MPC_OK;
+    c->last_errno = 0;
+    c->msg[0] = '\0';
+}
+
+static mpc_status io_err(mpc_conn *c, mpc_status st, int eno, const char *op)
+{
+    switch (st) {
+    case MPC_TIMEOUT: return set_err(c, st, 0, "%s: timed out", op);
+    case MPC_INTR: return set_err(c, st, 0, "%s: interrupted", op);
+    case MPC_NOMEM: return set_err(c, st, 0, "%s: out of memory", op);
+    case MPC_OS: return set_err(c, st, eno, "%s: %s", op, strerror(eno));
+    default: return set_err(c, st, eno, "%s: %s", op, mpc_strerror(st));
+    }
+}
+
+void mpc__conn_error_to(const mpc_conn *c, mpc_error *err)
+{
+    if (err)
+        mpc__error(err, c->last, c->last_errno, "%s", c->msg);
+}
+
+static mpc_status check_common(mpc_conn *c)
+{
+    if (c->fd < 0)
+        return set_err(c, MPC_CLOSED, 0, "handle is closed");
+    if (c->broken != MPC_OK) {
+        set_err(c, c->broken, 0, "%s", c->broken_msg);
+        return c->broken;
+    }
+    return MPC_OK;
+}
+
+static mpc_status check_read(mpc_conn *c)
+{
+    if (!c)
+        return MPC_INVAL;
+    clear_err(c);
+    mpc_status st = check_common(c);
+    if (st != MPC_OK)
+        return st;
+    if (!c->readable)
+        return set_err(c, MPC_NOTREADABLE, 0, "connection is write-only");
+    return MPC_OK;
+}
+
+static mpc_status check_write(mpc_conn *c)
+{
+    if (!c)
+        return MPC_INVAL;
+    clear_err(c);
+    mpc_status st = check_common(c);
+    if (st != MPC_OK)
+        return st;
+    if (!c->writable)
+        return set_err(c, MPC_NOTWRITABLE, 0, "connection is read-only");
+    return MPC_OK;
+}
+
+static mpc__deadline io_deadline(const mpc_conn *c)
+{
+    return c->io_timeout > 0 ? mpc__deadline_in(c->io_timeout) : MPC__NO_DEADLINE;
+}
+
+/* ------------------------------------------------------------------------
+ * Creation and destruction
+ * ------------------------------------------------------------------------ */
+mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, const char *peer,
+                         const mpc_options *opts, mpc_conn **out, mpc_error *err)
+{
+    mpc_conn *c = calloc(1, sizeof *c);
+    *out = NULL;
+    if (!c)
+        return mpc__error(err, MPC_NOMEM, 0, "out of memory");
+    c->fd = fd;
+    c->readable = readable != 0;
+    c->writable = writable != 0;
+    c->is_socket = is_socket != 0;
+    snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "");
+    if (opts) {
+        c->io_timeout = opts->io_timeout;
+        c->max_message_size = opts->max_message_size;
+        c->intr.fn = opts->interrupt;
+        c->intr.arg = opts->interrupt_arg;
+    }
+    *out = c;
+    return MPC_OK;
+}
+
+void mpc__conn_free(mpc_conn *c)
+{
+    if (!c)
+        return;
+    free(c->rbuf_block);
+    free(c);
+}
+
+static int ensure_rbuf(mpc_conn *c)
+{
+    if (c->rbuf)
+        return 0;
+    unsigned char *block = malloc(MPC__RBUF_CAP + 4096 + MPC__RBUF_PAGE_OFFSET);
+    if (!block)
+        return -1;
+    uintptr_t p = ((uintptr_t)block + 4095) & ~(uintptr_t)4095;
+    c->rbuf_block = block;
+    c->rbuf = (unsigned char *)p + MPC__RBUF_PAGE_OFFSET;
+    c->rpos = c->rend = 0;
+    return 0;
+}
+
+mpc_status mpc_conn_from_fd(int fd, int readable, int writable, const mpc_options *opts,
+                            mpc_conn **out, mpc_error *err)
+{
+    char peer[MPC__ADDR_TEXT_MAX];
+    int eno = 0;
+    if (!out)
+        return mpc__error(err, MPC_INVAL, 0, "out is NULL");
+    *out = NULL;
+    if (fd < 0)
+        return mpc__error(err, MPC_INVAL, 0, "invalid handle");
+    if (!readable && !writable)
+        return mpc__error(err, MPC_INVAL, 0,
+                          "at least one of `readable` and `writable` must be True");
+    int sock = mpc__io_is_socket(fd, &eno);
+    if (sock < 0)
+        return mpc__error(err, MPC_OS, eno, "descriptor %d: %s", fd, strerror(eno));
+    peer[0] = '\0';
+    if (sock)
+        mpc__io_peer_name(fd, peer, sizeof peer);
+    return mpc__conn_new(fd, readable, writable, sock, peer, opts, out, err);
+}
+
+mpc_status mpc_pipe(int duplex, const mpc_options *opts, mpc_conn **a, mpc_conn **b,
+                    mpc_error *err)
+{
+    int fds[2];
+    if (!a || !b)
+        return mpc__error(err, MPC_INVAL, 0, "a and b must not be NULL");
+    *a = *b = NULL;
+    mpc_status st = mpc__io_pipe(duplex, fds, err);
+    if (st != MPC_OK)
+        return st;
+    st = mpc__conn_new(fds[0], 1, duplex, duplex, "", opts, a, err);
+    if (st == MPC_OK)
+        st = mpc__conn_new(fds[1], duplex, 1, duplex, "", opts, b, err);
+    if (st != MPC_OK) {
+        mpc__conn_free(*a);
+        *a = NULL;
+        mpc__io_close(fds[0]);
+        mpc__io_close(fds[1]);
+    }
+    return st;
+}
+
+mpc_status mpc_connect(const char *address, const mpc_options *opts, mpc_conn **out,
+                       mpc_error *err)
+{
+    mpc__addr a;
+    mpc_options defaults;
+    char peer[MPC__ADDR_TEXT_MAX];
+    int fd;
+    if (!out)
+        return mpc__error(err, MPC_INVAL, 0, "out is NULL");
+    *out = NULL;
+    if (!opts) {
+        mpc_options_init(&defaults);
+        opts = &defaults;
+    }
+    mpc_status st = mpc__addr_parse(address, &a, err);
+    if (st != MPC_OK)
+        return st;
+    mpc__deadline dl =
+        opts->connect_timeout > 0 ? mpc__deadline_in(opts->connect_timeout) : MPC__NO_DEADLINE;
+    mpc__intr intr = {opts->interrupt, opts->interrupt_arg};
+    st = mpc__io_connect(&a, address, dl, &intr, &fd, peer, err);
+    if (st != MPC_OK)
+        return st;
+    mpc_conn *c;
+    st = mpc__conn_new(fd, 1, 1, 1, peer, opts, &c, err);
+    if (st != MPC_OK) {
+        mpc__io_close(fd);
+        return st;
+    }
+    if (opts->authkey) {
+        st = mpc__conn_handshake(c, 0, opts);
+        if (st != MPC_OK) {
+            mpc__conn_error_to(c, err);
+            mpc_conn_close(c);
+            return st;
+        }
+    }
+    *out = c;
+    return MPC_OK;
+}
+
+int mpc_conn_detach(mpc_conn *c)
+{
+    if (!c)
+        return -1;
+    int fd = c->fd;
+    mpc__conn_free(c);
+    return fd;
+}
+
+void mpc_conn_close(mpc_conn *c)
+{
+    if (!c)
+        return;
+    mpc__io_close(c->fd);
+    mpc__conn_free(c);
+}
+
+/* ------------------------------------------------------------------------
+ * Properties
+ * ------------------------------------------------------------------------ */
+int mpc_conn_fileno(const mpc_conn *c) { return c ? c->fd : -1; }
+int mpc_conn_readable(const mpc_conn *c) { return c && c->readable; }
+int mpc_conn_writable(const mpc_conn *c) { return c && c->writable; }
+const char *mpc_conn_peer(const mpc_conn *c) { return c ? c->peer : ""; }
+mpc_status mpc_conn_status(const mpc_conn *c) { return c ? c->last : MPC_INVAL; }
+const char *mpc_conn_errmsg(const mpc_conn *c) { return c ? c->msg : "connection is NULL"; }
+int mpc_conn_errno(const mpc_conn *c) { return c ? c->last_errno : 0; }
+
+size_t mpc_conn_buffered(const mpc_conn *c)
+{
+    if (!c)
+        return 0;
+    return (c->rend - c->rpos) + c->hdr_have;
+}
+
+int mpc__conn_has_input(const mpc_conn *c)
+{
+    return c->rpos < c->rend || c->hdr_have > 0 || c->pending;
+}
+
+void mpc_conn_set_timeout(mpc_conn *c, mpc_ms timeout)
+{
+    if (c)
+        c->io_timeout = timeout > 0 ? timeout : 0;
+}
+
+void mpc_conn_set_interrupt(mpc_conn *c, int (*fn)(void *), void *arg)
+{
+    if (c) {
+        c->intr.fn = fn;
+        c->intr.arg = arg;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Receiving
+ * ------------------------------------------------------------------------ */
+
+/* Refills the (drained) read buffer with one read.  MPC_EOF at end of
+ * file; other failures are recorded with the "recv" prefix. */
+static mpc_status fill(mpc_conn *c, mpc__deadline dl)
+{
+    size_t got = 0;
+    int eno = 0;
+    if (ensure_rbuf(c) < 0)
+        return set_err(c, MPC_NOMEM, 0, "recv: out of memory");
+    struct iovec iov = {c->rbuf, MPC__RBUF_CAP};
+    c->rpos = c->rend = 0;
+    mpc_status st = mpc__io_read(c->fd, &iov, 1, dl, &c->intr, &got, &eno);
+    if (st != MPC_OK)
+        return io_err(c, st, eno, "recv");
+    if (got == 0)
+        return MPC_EOF;
+    c->rend = got;
+    return MPC_OK;
+}
+
+static mpc_status truncated(mpc_conn *c)
+{
+    set_err(c, MPC_TRUNCATED, 0, "got end of file during message");
+    mark_broken(c, MPC_TRUNCATED);
+    return MPC_TRUNCATED;
+}
+
+/* Reads the next header.  A timeout or interrupt leaves the partial header
+ * in the decoder, so the stream stays in step. */
+static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
+{
+    for (;;) {
+        if (c->rpos < c->rend) {
+            size_t used = 0;
+            uint64_t l = 0;
+            mpc_status st =
+                mpc_frame_feed(&c->dec, c->rbuf + c->rpos, c->rend - c->rpos, &used, &l);
+            c->rpos += used;
+            c->hdr_have += used;
+            if (st == MPC_OK) {
+                c->hdr_have = 0;
+                *len = l;
+                return MPC_OK;
+            }
+            if (st == MPC_PROTO) {
+                c->hdr_have = 0;
+                set_err(c, MPC_PROTO, 0, "bad message length: negative length header");
+                mark_broken(c, MPC_PROTO);
+                return MPC_PROTO;
+            }
+            if (st != MPC_AGAIN)
+                return set_err(c, st, 0, "frame decoder: %s", mpc_strerror(st));
+        }
+        mpc_status st = fill(c, dl);
+        if (st == MPC_EOF) {
+            if (c->hdr_have > 0)
+                return truncated(c);
+            return set_err(c, MPC_EOF, 0, "end of file");
+        }
+        if (st != MPC_OK) {
+            return st;
+        }
+    }
+}
+
+static mpc_status too_long(mpc_conn *c, uint64_t len)
+{
+    /* CPython: the payload stays unread, the connection stops being
+     * readable, and a read-only one is closed. */
+    c->pending = 0;
+    c->readable = 0;
+    if (!c->writable) {
+        mpc__io_close(c->fd);
+        c->fd = -1;
+    }
+    return set_err(c, MPC_TOOLONG, 0, "bad message length");
+}
+
+/* Makes the next message pending (or keeps the pending one) and checks its
+ * length against maxlength and max_message_size. */
+static mpc_status begin(mpc_conn *c, size_t maxlength, mpc__deadline dl, uint64_t *len)
+{
+    if (!c->pending) {
+        uint64_t l = 0;
+        mpc_status st = read_header(c, dl, &l);
+        if (st != MPC_OK)
+            return st;
+        c->pending = 1;
+        c->pend_len = c->pend_left = l;
+    } else if (c->pend_left != c->pend_len) {
+        return set_err(c, MPC_INVAL, 0,
+                       "a message is partly received; finish it with mpc_recv_payload()");
+    }
+    if (c->pend_len > (uint64_t)maxlength ||
+        (c->max_message_size && c->pend_len > c->max_message_size) ||
+        c->pend_len > (uint64_t)SIZE_MAX)
+        return too_long(c, c->pend_len);
+    *len = c->pend_len;
+    if (c->pend_len == 0)
+        c->pending = 0; /* an empty message is complete once begun */
+    return MPC_OK;
+}
+
+/* After a failed payload read inside a whole-message receive, whatever was
+ * consumed is lost with the caller's buffer. */
+static void lost_message(mpc_conn *c)
+{
+    if (c->pending && c->pend_left != c->pend_len && c->broken == MPC_OK) {
+        char why[MPC_ERRMSG_MAX];
+        mpc_status cur = c->last;
+        int eno = c->last_errno;
+        memcpy(why, c->msg, sizeof why);
+        set_err(c, MPC_PROTO, 0, "connection broken: a message was received only in part (%s)",
+                why);
+        mark_broken(c, MPC_PROTO);
+        set_err(c, cur, eno, "%s", why);
+    }
+}
+
+/* Delivers the next n bytes of the pending payload into dst.  A failure
+ * after some bytes were delivered marks the connection broken. */
+static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__deadline dl)
+{
+    size_t done = 0;
+    size_t avail = c->rend - c->rpos;
+    size_t take = avail < n ? avail : n;
+    mpc_status st = MPC_OK;
+    if (take) {
+        memcpy(dst, c->rbuf + c->rpos, take);
+        c->rpos += take;
+        done = take;
+    }
+    while (done < n) {
+        size_t want = n - done;
+        if (want >= MPC__RBUF_CAP / 2) {
+            /* Large rest: read straight into the destination; the read
+             * buffer, empty now, catches whatever follows. */
+            size_t got = 0;
+            int eno = 0;
+            if (ensure_rbuf(c) < 0) {
+                st = set_err(c, MPC_NOMEM, 0, "recv: out of memory");
+                break;
+            }
+            struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__RBUF_CAP}};
+            c->rpos = c->rend = 0;
+            st = mpc__io_read(c->fd, iov, 2, dl, &c->intr, &got, &eno);
+            if (st != MPC_OK) {
+                io_err(c, st, eno, "recv");
+                break;
+            }
+            if (got == 0) {
+                st = MPC_EOF;
+                break;
+            }
+            if (got <= want) {
+                done += got;
+            } else {
+                done = n;
+                c->rend = got - want;
+            }
+        } else {
+            st = fill(c, dl);
+            if (st != MPC_OK)
+                break;
+            avail = c->rend - c->rpos;
+            take = avail < want ? avail : want;
+            memcpy(dst + done, c->rbuf + c->rpos, take);
+            c->rpos += take;
+            done += take;
+        }
+    }
+    c->pend_left -= done;
+    if (c->pend_left == 0)
+        c->pending = 0;
+    if (st == MPC_EOF)
+        return truncated(c);
+    if (st != MPC_OK && done > 0)
+        lost_message(c); /* the caller cannot learn how much arrived */
+    return st;
+}
+
+mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len)
+{
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (!len)
+        return set_err(c, MPC_INVAL, 0, "len is NULL");
+    return begin(c, maxlength, io_deadline(c), len);
+}
+
+mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n)
+{
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (n == 0)
+        return MPC_OK;
+    if (!c->pending)
+        return set_err(c, MPC_INVAL, 0, "no message is pending; call mpc_recv_begin() first");
+    if ((uint64_t)n > c->pend_left)
+        return set_err(c, MPC_INVAL, 0, "%zu bytes asked, only %llu left in the message", n,
+                       (unsigned long long)c->pend_left);
+    if (n > 0 && !dst)
+        return set_err(c, MPC_INVAL, 0, "dst is NULL");
+    return read_payload(c, dst, n, io_deadline(c));
+}
+
+size_t mpc_recv_alloc_step(uint64_t declared, size_t received)
+{
+    if (declared <= (uint64_t)MPC__ALLOC_STEP)
+        return (size_t)declared;
+    if ((uint64_t)received >= declared)
+        return declared > SIZE_MAX ? SIZE_MAX : (size_t)declared;
+    /* Grow geometrically, but only from what actually arrived. */
+    uint64_t want = received < MPC__ALLOC_STEP ? MPC__ALLOC_STEP : (uint64_t)received * 2;
+    if (want > declared)
+        want = declared;
+    return want > SIZE_MAX ? SIZE_MAX : (size_t)want;
+}
+
+static mpc_status recv_alloc(mpc_conn *c, size_t maxlength, mpc__deadline dl, void **out,
+                             size_t *len)
+{
+    uint64_t l = 0;
+    mpc_status st = begin(c, maxlength, dl, &l);
+    if (st != MPC_OK)
+        return st;
+    size_t total = (size_t)l;
+    size_t cap = mpc_recv_alloc_step(l, 0);
+    size_t got = 0;
+    unsigned char *buf = mpc__alloc_out(cap);
+    if (!buf)
+        return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+    while (got < total) {
+        if (got == cap) {
+            size_t ncap = mpc_recv_alloc_step(l, got);
+            unsigned char *nb = mpc__realloc_out(buf, ncap);
+            if (!nb) {
+                mpc_free(buf);
+                set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+                lost_message(c);
+                return MPC_NOMEM;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        st = read_payload(c, buf + got, cap - got, dl);
+        if (st != MPC_OK) {
+            mpc_free(buf);
+            lost_message(c);
+            return st;
+        }
+        got = cap;
+    }
+    *out = buf;
+    *len = total;
+    return MPC_OK;
+}
+
+mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, size_t *len)
+{
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (!out || !len)
+        return set_err(c, MPC_INVAL, 0, "out and len must not be NULL");
+    *out = NULL;
+    *len = 0;
+    return recv_alloc(c, maxlength, io_deadline(c), out, len);
+}
+
+mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
+{
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (!len || (!buf && cap > 0))
+        return set_err(c, MPC_INVAL, 0, "buf and len must not be NULL");
+    uint64_t l = 0;
+    mpc__deadline dl = io_deadline(c);
+    st = begin(c, MPC_NO_LIMIT, dl, &l);
+    if (st != MPC_OK)
+        return st;
+    *len = (size_t)l;
+    if (l > (uint64_t)cap)
+        return set_err(c, MPC_TOOSHORT, 0,
+                       "buffer too short: the message is %llu bytes, the buffer %zu",
+                       (unsigned long long)l, cap);
+    st = read_payload(c, buf, (size_t)l, dl);
+    if (st != MPC_OK)
+        lost_message(c);
+    return st;
+}
+
+mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready)
+{
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (!ready)
+        return set_err(c, MPC_INVAL, 0, "ready is NULL");
+    *ready = 0;
+    if (mpc__conn_has_input(c)) {
+        *ready = 1;
+        return MPC_OK;
+    }
+    int eno = 0;
+    st = mpc__io_wait_readable(c->fd, mpc__deadline_in(timeout), &c->intr, ready, &eno);
+    if (st != MPC_OK)
+        return io_err(c, st, eno, "poll");
+    return MPC_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Sending
+ * ------------------------------------------------------------------------ */
+static mpc_status send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total,
+                           mpc__deadline dl)
+{
+    size_t put = 0;
+    int eno = 0;
+    mpc_status st = mpc__io_write(c->fd, c->is_socket, iov, cnt, dl, &c->intr, &put, &eno);
+    if (st == MPC_OK)
+        return MPC_OK;
+    io_err(c, st, eno, "send");
+    if (put > 0 && put < total) {
+        char why[MPC_ERRMSG_MAX];
+        memcpy(why, c->msg, sizeof why);
+        set_err(c, MPC_PROTO, 0, "connection broken: a message was sent only in part (%s)", why);
+        mark_broken(c, MPC_PROTO);
+        set_err(c, st, eno, "%s", why);
+    }
+    return st;
+}
+
+static mpc_status send_one(mpc_conn *c, const void *buf, size_t len, mpc__deadline dl)
+{
+    unsigned char hdr[MPC_FRAME_HEADER_MAX];
+    size_t hl = mpc_frame_header(len, hdr);
+    struct iovec iov[2] = {{hdr, hl}, {(void *)buf, len}};
+    return send_iov(c, iov, len ? 2 : 1, hl + len, dl);
+}
+
+mpc_status mpc_send_bytes(mpc_conn *c, const void *buf, size_t len)
+{
+    mpc_status st = check_write(c);
+    if (st != MPC_OK)
+        return st;
+    if (!buf && len > 0)
+        return set_err(c, MPC_INVAL, 0, "buf is NULL");
+    return send_one(c, buf, len, io_deadline(c));
+}
+
+mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n)
+{
+    mpc_status st = check_write(c);
+    if (st != MPC_OK)
+        return st;
+    if (!bufs && n > 0)
+        return set_err(c, MPC_INVAL, 0, "bufs is NULL");
+    for (size_t i = 0; i < n; i++)
+        if (!bufs[i].data && bufs[i].len > 0)
+            return set_err(c, MPC_INVAL, 0, "bufs[%zu].data is NULL", i);
+    unsigned char hdrs[MPC__SEND_BATCH][MPC_FRAME_HEADER_MAX];
+    struct iovec iov[2 * MPC__SEND_BATCH];
+    mpc__deadline dl = io_deadline(c);
+    for (size_t i = 0; i < n;) {
+        int cnt = 0;
+        size_t total = 0;
+        for (size_t k = 0; k < MPC__SEND_BATCH && i < n; k++, i++) {
+            size_t hl = mpc_frame_header(bufs[i].len, hdrs[k]);
+            iov[cnt].iov_base = hdrs[k];
+            iov[cnt++].iov_len = hl;
+            total += hl;
+            if (bufs[i].len) {
+                iov[cnt].iov_base = (void *)bufs[i].data;
+                iov[cnt++].iov_len = bufs[i].len;
+                total += bufs[i].len;
+            }
+        }
+        st = send_iov(c, iov, cnt, total, dl);
+        if (st != MPC_OK) {
+            /* Earlier batches are on the wire: a later batch that fails
+             * leaves the peer with a prefix of the messages. */
+            return st;
+        }
+    }
+    return MPC_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Handshake driver
+ * ------------------------------------------------------------------------ */
+static mpc_status hs_fail(mpc_conn *c, mpc_status st)
+{
+    if (st == MPC_TIMEOUT)
+        return set_err(c, st, 0, "handshake timed out");
+    if (st == MPC_EOF)
+        return set_err(c, st, 0, "end of file during handshake");
+    return st;
+}
+
+static mpc_status hs_send(mpc_conn *c, const void *buf, size_t len, mpc__deadline dl)
+{
+    return hs_fail(c, send_one(c, buf, len, dl));
+}
+
+static mpc_status hs_recv(mpc_conn *c, unsigned char *buf, size_t *len, mpc__deadline dl)
+{
+    uint64_t l = 0;
+    mpc_status st = begin(c, MPC_HS_FRAME_MAX, dl, &l);
+    if (st == MPC_OK) {
+        st = read_payload(c, buf, (size_t)l, dl);
+        if (st != MPC_OK)
+            lost_message(c);
+    }
+    *len = (size_t)l;
+    return hs_fail(c, st);
+}
+
+static mpc_status deliver(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
+                          mpc__deadline dl)
+{
+    unsigned char rnd[MPC_HS_MODERN_RANDOM];
+    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
+    size_t clen = 0, rlen = 0;
+    mpc_error e;
+    mpc_status st = mpc_random(rnd, sizeof rnd);
+    if (st != MPC_OK)
+        return set_err(c, st, 0, "cannot get random bytes for the challenge");
+    st = mpc_hs_challenge(o->dialect, o->digest, rnd, sizeof rnd, chal, sizeof chal, &clen, &e);
+    if (st != MPC_OK)
+        return set_err(c, st, 0, "%s", e.message);
+    st = hs_send(c, chal, clen, dl);
+    if (st != MPC_OK)
+        return st;
+    st = hs_recv(c, reply, &rlen, dl);
+    if (st != MPC_OK)
+        return st;
+    st = mpc_hs_verify(o->dialect, key, key_len, chal, clen, reply, rlen, &e);
+    if (st == MPC_OK)
+        return hs_send(c, MPC_HS_WELCOME, sizeof MPC_HS_WELCOME - 1, dl);
+    (void)send_one(c, MPC_HS_FAILURE, sizeof MPC_HS_FAILURE - 1, dl);
+    return set_err(c, st, 0, "%s", e.message);
+}
+
+static mpc_status answer(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
+                         mpc__deadline dl)
+{
+    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX], verdict[MPC_HS_FRAME_MAX];
+    size_t clen = 0, rlen = 0, vlen = 0;
+    mpc_error e;
+    mpc_status st = hs_recv(c, chal, &clen, dl);
+    if (st != MPC_OK)
+        return st;
+    st = mpc_hs_respond(o->dialect, key, key_len, chal, clen, reply, sizeof reply, &rlen, &e);
+    if (st != MPC_OK)
+        return set_err(c, st, 0, "%s", e.message);
+    st = hs_send(c, reply, rlen, dl);
+    if (st != MPC_OK)
+        return st;
+    st = hs_recv(c, verdict, &vlen, dl);
+    if (st != MPC_OK)
+        return st;
+    st = mpc_hs_check_welcome(verdict, vlen, &e);
+    if (st != MPC_OK)
+        return set_err(c, st, 0, "%s", e.message);
+    return MPC_OK;
+}
+
+static mpc__deadline hs_deadline(const mpc_options *o)
+{
+    mpc_ms t = o->handshake_timeout;
+    if (t == 0)
+        t = MPC_HANDSHAKE_DEFAULT_MS;
+    return mpc__deadline_in(t);
+}
+
+static mpc_status hs_check(mpc_conn *c, const void *key, const mpc_options **o,
+                           mpc_options *defaults)
+{
+    if (!c)
+        return MPC_INVAL;
+    clear_err(c);
+    mpc_status st = check_common(c);
+    if (st != MPC_OK)
+        return st;
+    if (!c->readable || !c->writable)
+        return set_err(c, MPC_INVAL, 0, "the handshake needs a duplex connection");
+    if (!key)
+        return set_err(c, MPC_INVAL, 0, "authkey is NULL");
+    if (!*o) {
+        mpc_options_init(defaults);
+        *o = defaults;
+    }
+    return MPC_OK;
+}
+
+mpc_status mpc_conn_deliver_challenge(mpc_conn *c, const void *key, size_t key_len,
+                                      const mpc_options *opts)
+{
+    mpc_options d;
+    mpc_status st = hs_check(c, key, &opts, &d);
+    if (st != MPC_OK)
+        return st;
+    return deliver(c, key, key_len, opts, hs_deadline(opts));
+}
+
+mpc_status mpc_conn_answer_challenge(mpc_conn *c, const void *key, size_t key_len,
+                                     const mpc_options *opts)
+{
+    mpc_options d;
+    mpc_status st = hs_check(c, key, &opts, &d);
+    if (st != MPC_OK)
+        return st;
+    return answer(c, key, key_len, opts, hs_deadline(opts));
+}
+
+mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts)
+{
+    mpc_options d;
+    const void *key = opts ? opts->authkey : NULL;
+    mpc_status st = hs_check(c, key, &opts, &d);
+    if (st != MPC_OK)
+        return st;
+    mpc__deadline dl = hs_deadline(opts);
+    if (server) {
+        st = deliver(c, key, opts->authkey_len, opts, dl);
+        if (st == MPC_OK)
+            st = answer(c, key, opts->authkey_len, opts, dl);
+    } else {
+        st = answer(c, key, opts->authkey_len, opts, dl);
+        if (st == MPC_OK)
+            st = deliver(c, key, opts->authkey_len, opts, dl);
+    }
+    return st;
+}

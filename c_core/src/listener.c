@@ -1,0 +1,133 @@
+/*
+ * listener.c - the listening object: bind and listen (through io_posix.c),
+ * accept with a deadline, and the server side of the handshake (deliver,
+ * then answer) under one handshake deadline.  A client that fails the
+ * handshake is closed here and its error returned; the listener stays
+ * usable.  The options given to mpc_listen() are copied (authkey and
+ * digest included) and apply to every accepted connection.
+ */
+#include "transport.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static mpc_status lerr(mpc_listener *l, mpc_error *err, mpc_status st, int eno, const char *msg)
+{
+    snprintf(l->msg, sizeof l->msg, "%s", msg);
+    return mpc__error(err, st, eno, "%s", msg);
+}
+
+mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener **out,
+                      mpc_error *err)
+{
+    mpc__addr a;
+    mpc_options defaults;
+    if (!out)
+        return mpc__error(err, MPC_INVAL, 0, "out is NULL");
+    *out = NULL;
+    if (!opts) {
+        mpc_options_init(&defaults);
+        opts = &defaults;
+    }
+    mpc_status st = mpc__addr_parse(address, &a, err);
+    if (st != MPC_OK)
+        return st;
+    if (opts->digest && strlen(opts->digest) >= sizeof ((mpc_listener *)0)->digest)
+        return mpc__error(err, MPC_INVAL, 0, "unknown digest '%s'", opts->digest);
+
+    mpc_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return mpc__error(err, MPC_NOMEM, 0, "out of memory");
+    l->fd = -1;
+    l->opts = *opts;
+    if (opts->authkey) {
+        l->key = malloc(opts->authkey_len ? opts->authkey_len : 1);
+        if (!l->key) {
+            free(l);
+            return mpc__error(err, MPC_NOMEM, 0, "out of memory");
+        }
+        memcpy(l->key, opts->authkey, opts->authkey_len);
+        l->opts.authkey = l->key;
+    }
+    if (opts->digest) {
+        snprintf(l->digest, sizeof l->digest, "%s", opts->digest);
+        l->opts.digest = l->digest;
+    }
+    l->intr.fn = opts->interrupt;
+    l->intr.arg = opts->interrupt_arg;
+
+    int backlog = opts->backlog > 0 ? opts->backlog : 1;
+    st = mpc__io_listen(&a, address, backlog, opts->unix_mode, &l->fd, l->address, &l->family,
+                        err);
+    if (st != MPC_OK) {
+        free(l->key);
+        free(l);
+        return st;
+    }
+    if (a.kind == MPC__ADDR_UNIX) {
+        l->unlink_on_close = 1;
+        memcpy(l->path, a.path, a.path_len + 1);
+    }
+    *out = l;
+    return MPC_OK;
+}
+
+mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, mpc_error *err)
+{
+    mpc_error e;
+    char peer[MPC__ADDR_TEXT_MAX];
+    int fd = -1;
+    if (!out || !l)
+        return mpc__error(err, MPC_INVAL, 0, "listener and out must not be NULL");
+    *out = NULL;
+    l->msg[0] = '\0';
+    if (l->fd < 0)
+        return lerr(l, err, MPC_CLOSED, 0, "listener is closed");
+    mpc_status st = mpc__io_accept(l->fd, mpc__deadline_in(timeout), &l->intr, &fd, peer, &e);
+    if (st != MPC_OK)
+        return lerr(l, err, st, e.sys_errno, e.message);
+    mpc_conn *c;
+    st = mpc__conn_new(fd, 1, 1, 1, peer, &l->opts, &c, &e);
+    if (st != MPC_OK) {
+        mpc__io_close(fd);
+        return lerr(l, err, st, e.sys_errno, e.message);
+    }
+    if (l->opts.authkey) {
+        st = mpc__conn_handshake(c, 1, &l->opts);
+        if (st != MPC_OK) {
+            mpc__conn_error_to(c, &e);
+            mpc_conn_close(c);
+            return lerr(l, err, st, e.sys_errno, e.message);
+        }
+    }
+    *out = c;
+    return MPC_OK;
+}
+
+const char *mpc_listener_address(const mpc_listener *l) { return l ? l->address : ""; }
+const char *mpc_listener_family(const mpc_listener *l) { return l ? l->family : ""; }
+int mpc_listener_fileno(const mpc_listener *l) { return l ? l->fd : -1; }
+const char *mpc_listener_errmsg(const mpc_listener *l) { return l ? l->msg : "listener is NULL"; }
+
+void mpc_listener_set_interrupt(mpc_listener *l, int (*fn)(void *), void *arg)
+{
+    if (!l)
+        return;
+    l->intr.fn = fn;
+    l->intr.arg = arg;
+    /* Connections accepted from now on inherit the new hook. */
+    l->opts.interrupt = fn;
+    l->opts.interrupt_arg = arg;
+}
+
+void mpc_listener_close(mpc_listener *l)
+{
+    if (!l)
+        return;
+    mpc__io_close(l->fd);
+    if (l->unlink_on_close)
+        mpc__io_unlink(l->path);
+    free(l->key);
+    free(l);
+}

@@ -1,0 +1,186 @@
+/*
+ * transport.h - internal declarations of the transport layer (never
+ * installed): address parsing (addr.c), the system-call layer (io_posix.c,
+ * the only file that touches descriptors), and the layouts of the opaque
+ * mpc_conn and mpc_listener objects shared by conn.c, listener.c and wait.c.
+ * Nothing here knows the wire format; framing and the handshake come from
+ * the public mpc_frame_* and mpc_hs_* functions.
+ */
+#ifndef MPC_TRANSPORT_H
+#define MPC_TRANSPORT_H
+
+#include "internal.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* ------------------------------------------------------------------------
+ * Addresses (addr.c, pure)
+ * ------------------------------------------------------------------------ */
+#define MPC__UNIX_PATH_MAX 107 /* sun_path is 108 bytes; one for the NUL */
+#define MPC__HOST_MAX 255
+#define MPC__ADDR_TEXT_MAX 128 /* longest formatted address, NUL included */
+
+typedef enum mpc__addr_kind {
+    MPC__ADDR_TCP = 1,     /* host:port or [v6]:port */
+    MPC__ADDR_UNIX = 2,    /* a filesystem path */
+    MPC__ADDR_ABSTRACT = 3 /* @name, Linux abstract namespace */
+} mpc__addr_kind;
+
+typedef struct mpc__addr {
+    mpc__addr_kind kind;
+    int bracketed;                  /* TCP: host was written as [v6] */
+    char host[MPC__HOST_MAX + 1];   /* TCP: host without brackets; "" = any */
+    unsigned port;                  /* TCP: 0..65535 */
+    char path[MPC__UNIX_PATH_MAX + 1]; /* UNIX: the path; ABSTRACT: the name without '@' */
+    size_t path_len;
+} mpc__addr;
+
+/* Parses the address syntax of mpconn.h section 3 into *out.  MPC_OK or
+ * MPC_INVAL with a message in err (may be NULL).  No I/O, no resolution. */
+mpc_status mpc__addr_parse(const char *text, mpc__addr *out, mpc_error *err);
+
+/* ------------------------------------------------------------------------
+ * Deadlines and the interrupt hook (io_posix.c)
+ * ------------------------------------------------------------------------ */
+/* An absolute CLOCK_MONOTONIC time in milliseconds, or MPC__NO_DEADLINE. */
+typedef int64_t mpc__deadline;
+#define MPC__NO_DEADLINE ((mpc__deadline)-1)
+
+/* timeout < 0: no deadline; otherwise now + timeout. */
+mpc__deadline mpc__deadline_in(mpc_ms timeout);
+/* The earlier of two deadlines. */
+mpc__deadline mpc__deadline_min(mpc__deadline a, mpc__deadline b);
+
+typedef struct mpc__intr {
+    int (*fn)(void *arg);
+    void *arg;
+} mpc__intr;
+
+/* ------------------------------------------------------------------------
+ * System calls (io_posix.c).  Every function retries EINTR with the
+ * remaining deadline unless the hook asks to abort (MPC_INTR), and returns
+ * MPC_TIMEOUT when the deadline passes.  *eno receives errno for MPC_OS.
+ * ------------------------------------------------------------------------ */
+
+/* One read (readv) into iov once data is there.  *got = bytes read, 0 at
+ * end of file.  MPC_OK, MPC_TIMEOUT, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
+                        const mpc__intr *intr, size_t *got, int *eno);
+
+/* Writes all of iov (iov is modified as it is consumed); sockets use
+ * sendmsg with MSG_NOSIGNAL.  *put = bytes written, also on failure.
+ * MPC_OK, MPC_TIMEOUT, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, mpc__deadline dl,
+                         const mpc__intr *intr, size_t *put, int *eno);
+
+/* Waits until fd is readable (or at end of file / in error) up to dl.
+ * *ready = 1 or 0.  MPC_OK, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_wait_readable(int fd, mpc__deadline dl, const mpc__intr *intr, int *ready,
+                                 int *eno);
+
+/* Waits until at least one of n descriptors (negative ones are ignored) is
+ * readable, then sets ready[i].  force_ready entries (may be NULL) count as
+ * ready without waiting, and make the call not block.  *nready = count.
+ * MPC_OK, MPC_NOMEM, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_wait_many(const int *fds, const unsigned char *force_ready, size_t n,
+                             mpc__deadline dl, const mpc__intr *intr, int *ready, size_t *nready,
+                             int *eno);
+
+/* Creates a listening socket for a.  On success *fd (non-blocking,
+ * close-on-exec), bound (the real address, MPC__ADDR_TEXT_MAX bytes) and
+ * *family ("AF_INET", "AF_INET6", "AF_UNIX").  MPC_RESOLVE, MPC_OS. */
+mpc_status mpc__io_listen(const mpc__addr *a, const char *text, int backlog, unsigned unix_mode,
+                          int *fd, char *bound, const char **family, mpc_error *err);
+
+/* Accepts one client within dl.  *fd is blocking, close-on-exec, TCP_NODELAY
+ * for TCP; peer (MPC__ADDR_TEXT_MAX bytes) is "host:port" or "".
+ * MPC_TIMEOUT, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_accept(int lfd, mpc__deadline dl, const mpc__intr *intr, int *fd, char *peer,
+                          mpc_error *err);
+
+/* Connects to a within dl.  *fd is blocking, close-on-exec, TCP_NODELAY for
+ * TCP; peer as for accept.  Messages start "connect to <text>: ".
+ * MPC_RESOLVE, MPC_TIMEOUT, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_connect(const mpc__addr *a, const char *text, mpc__deadline dl,
+                           const mpc__intr *intr, int *fd, char *peer, mpc_error *err);
+
+/* socketpair (duplex) or pipe2 (fds[0] reader, fds[1] writer), CLOEXEC. */
+mpc_status mpc__io_pipe(int duplex, int fds[2], mpc_error *err);
+
+/* 1 if fd is a socket, 0 if not, -1 (errno in *eno) if fd is not open. */
+int mpc__io_is_socket(int fd, int *eno);
+/* The TCP peer of a connected socket as "host:port"/"[v6]:port", else "". */
+void mpc__io_peer_name(int fd, char *out, size_t cap);
+void mpc__io_close(int fd);
+void mpc__io_unlink(const char *path);
+
+/* ------------------------------------------------------------------------
+ * Objects (conn.c, listener.c, wait.c)
+ * ------------------------------------------------------------------------ */
+#define MPC__RBUF_CAP ((size_t)64 * 1024)
+
+struct mpc_conn {
+    int fd;                      /* -1 once closed (read-only conn after TOOLONG) */
+    unsigned char readable;
+    unsigned char writable;
+    unsigned char is_socket;
+    mpc_status broken;           /* sticky failure, MPC_OK while healthy */
+    char broken_msg[MPC_ERRMSG_MAX];
+
+    mpc_ms io_timeout;           /* <= 0: none */
+    uint64_t max_message_size;   /* 0: no limit */
+    mpc__intr intr;
+
+    /* Read buffer: rbuf[rpos, rend) holds bytes read and not yet used. */
+    unsigned char *rbuf_block;   /* what malloc returned */
+    unsigned char *rbuf;         /* where the buffer starts (page offset 2112) */
+    size_t rpos, rend;
+
+    /* Incoming message state. */
+    mpc_frame_decoder dec;
+    size_t hdr_have;             /* header bytes fed into dec so far */
+    int pending;                 /* a header is parsed, its payload is pending */
+    uint64_t pend_len;           /* declared payload length */
+    uint64_t pend_left;          /* payload bytes not yet delivered */
+
+    char peer[MPC__ADDR_TEXT_MAX];
+    mpc_status last;
+    int last_errno;
+    char msg[MPC_ERRMSG_MAX];
+};
+
+struct mpc_listener {
+    int fd;
+    char address[MPC__ADDR_TEXT_MAX];
+    const char *family;
+    int unlink_on_close;
+    char path[MPC__UNIX_PATH_MAX + 1];
+
+    mpc_options opts;            /* authkey and digest point into the fields below */
+    unsigned char *key;          /* owned copy of the authkey (NULL = none) */
+    char digest[16];
+    mpc__intr intr;
+
+    char msg[MPC_ERRMSG_MAX];
+};
+
+/* Makes a connection object around fd (takes ownership only on success). */
+mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, const char *peer,
+                         const mpc_options *opts, mpc_conn **out, mpc_error *err);
+
+/* Runs both handshake legs (deliver first when server != 0) under one
+ * deadline.  On failure the conn's message says why. */
+mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts);
+
+/* Copies the conn's last failure into err (may be NULL). */
+void mpc__conn_error_to(const mpc_conn *c, mpc_error *err);
+
+/* Frees the object without touching the descriptor. */
+void mpc__conn_free(mpc_conn *c);
+
+/* 1 when data (a partial or whole message) is already buffered. */
+int mpc__conn_has_input(const mpc_conn *c);
+
+#endif
