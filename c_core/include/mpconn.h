@@ -479,9 +479,233 @@ MPC_API int mpc_conn_detach(mpc_conn *c);
 MPC_API void mpc_conn_close(mpc_conn *c);
 
 /* ========================================================================
- * 4. Values (a safe subset of pickle).  See issue "Values across
- * languages"; declarations are added here when the codec lands.
+ * 4. Values (a safe subset of pickle; pure, no I/O).
+ *
+ * An mpc_value is a tree of plain Python values: None, bool, int (int64, or
+ * BIGINT holding the decimal text of an int beyond 64 bits), float, str
+ * (UTF-8, may contain NUL), bytes, bytearray, list, tuple, dict (insertion
+ * order kept), set, frozenset.
+ *
+ * Ownership: every mpc_value_new_*() result and every decoded or parsed
+ * tree is "caller owns; release with mpc_value_free()".  Containers own their
+ * children: adding an item to a container moves the caller's ownership of
+ * the item into the container (on success only).  mpc_value_item() and the
+ * other accessors return borrowed pointers, valid while the root is alive
+ * and unmodified.  Build children completely before adding them: a
+ * container that is already inside another one cannot be modified
+ * (MPC_INVAL), which makes cycles impossible.  A received pickle may share
+ * one sub-object between several places (the memo); the tree then shares it
+ * too, which is invisible except that the encoder writes it once, as CPython
+ * does.
+ *
+ * Equality and hashing follow Python: 1 == 1.0 == True, b'a' ==
+ * bytearray(b'a'), a set equals a frozenset with the same elements.  Dict
+ * keys and set elements must be hashable (None, bool, int, float, str,
+ * bytes, frozenset, and tuples of hashable values); an equal key replaces
+ * the value and keeps the first key, an equal set element is not added.
+ *
+ * Thread rules: a tree may be read by several threads at once only after the
+ * first mpc_value_equal()/dict or set lookup on it has finished (lookups
+ * cache hashes in the nodes); modify it from one thread at a time.
  * ======================================================================== */
+typedef struct mpc_value mpc_value;
+
+typedef enum mpc_vkind {
+    MPC_V_NONE = 0,
+    MPC_V_BOOL = 1,
+    MPC_V_INT = 2,       /* fits in int64 */
+    MPC_V_BIGINT = 3,    /* outside int64; decimal text via mpc_value_str() */
+    MPC_V_FLOAT = 4,
+    MPC_V_STR = 5,       /* UTF-8 (encoded lone surrogates allowed, as CPython's
+                          * 'surrogatepass') */
+    MPC_V_BYTES = 6,
+    MPC_V_BYTEARRAY = 7,
+    MPC_V_LIST = 8,
+    MPC_V_TUPLE = 9,
+    MPC_V_DICT = 10,
+    MPC_V_SET = 11,
+    MPC_V_FROZENSET = 12
+} mpc_vkind;
+
+/* Default and hard limit of nesting depth (a scalar has depth 1, [1] has 2).
+ * Trees deeper than MPC_VALUE_DEPTH_MAX cannot be built, so every
+ * recursive walk of the library is bounded. */
+#define MPC_VALUE_DEPTH_DEFAULT 1000
+#define MPC_VALUE_DEPTH_MAX 10000
+
+/* --- Constructors.  Each returns a new value (caller owns; release with
+ * mpc_value_free()), or NULL on out of memory or invalid input as noted. --- */
+MPC_API mpc_value *mpc_value_new_none(void);
+MPC_API mpc_value *mpc_value_new_bool(int b);   /* any non-zero is True */
+MPC_API mpc_value *mpc_value_new_int(int64_t i);
+/* An int from decimal text "[-+]digits" (borrowed; '_' not allowed).  The
+ * kind is MPC_V_INT when it fits in int64, else MPC_V_BIGINT.  NULL for
+ * malformed text or more than 4300 digits. */
+MPC_API mpc_value *mpc_value_new_bigint(const char *text, size_t len);
+MPC_API mpc_value *mpc_value_new_float(double f);
+/* A str from UTF-8 (copied).  NULL if utf8 is not valid UTF-8. */
+MPC_API mpc_value *mpc_value_new_str(const char *utf8, size_t len);
+MPC_API mpc_value *mpc_value_new_bytes(const void *data, size_t len);      /* copied */
+MPC_API mpc_value *mpc_value_new_bytearray(const void *data, size_t len);  /* copied */
+/* Empty containers, filled with mpc_value_append() (list, tuple),
+ * mpc_value_set_add() (set, frozenset) and mpc_value_dict_set() (dict). */
+MPC_API mpc_value *mpc_value_new_list(void);
+MPC_API mpc_value *mpc_value_new_tuple(void);
+MPC_API mpc_value *mpc_value_new_dict(void);
+MPC_API mpc_value *mpc_value_new_set(void);
+MPC_API mpc_value *mpc_value_new_frozenset(void);
+
+/* Appends item to a list or tuple.  On MPC_OK the container owns item; on
+ * failure the caller still owns it.  MPC_INVAL (NULL argument, seq is not a
+ * list/tuple, seq is inside another container, item == seq), MPC_VALUE
+ * (depth beyond MPC_VALUE_DEPTH_MAX), MPC_NOMEM. */
+MPC_API mpc_status mpc_value_append(mpc_value *seq, mpc_value *item);
+
+/* Adds item to a set or frozenset.  On MPC_OK the set owns item (if an equal
+ * element was already present, item is released and the set is unchanged).
+ * On failure the caller still owns item.  MPC_INVAL as mpc_value_append(),
+ * MPC_VALUE (item unhashable, depth), MPC_NOMEM. */
+MPC_API mpc_status mpc_value_set_add(mpc_value *set, mpc_value *item);
+
+/* Sets d[key] = val.  On MPC_OK the dict owns both (if an equal key was
+ * present, its value is replaced and released, the old key is kept in its
+ * position and the new key is released).  On failure the caller still owns
+ * both.  MPC_INVAL as mpc_value_append(), MPC_VALUE (key unhashable,
+ * depth), MPC_NOMEM. */
+MPC_API mpc_status mpc_value_dict_set(mpc_value *d, mpc_value *key, mpc_value *val);
+
+/* Releases a value and everything it owns.  Accepts NULL.  Never call it on
+ * a borrowed pointer (an item of a container). */
+MPC_API void mpc_value_free(mpc_value *v);
+
+/* --- Accessors.  v is borrowed; NULL v gives the zero answer. --- */
+MPC_API mpc_vkind mpc_value_kind(const mpc_value *v);   /* MPC_V_NONE for NULL */
+/* The Python type name of a kind ("NoneType", "bool", "int", "float",
+ * "str", "bytes", "bytearray", "list", "tuple", "dict", "set",
+ * "frozenset"; "int" for BIGINT).  Library owns it (static). */
+MPC_API const char *mpc_vkind_name(mpc_vkind kind);
+/* BOOL: 0/1.  INT: the value.  Other kinds: 0. */
+MPC_API int64_t mpc_value_int(const mpc_value *v);
+/* FLOAT: the value.  INT/BOOL: converted.  Other kinds: 0.0. */
+MPC_API double mpc_value_float(const mpc_value *v);
+/* STR (UTF-8), BYTES, BYTEARRAY: the data; BIGINT: its decimal text.
+ * Sets *len (if len is not NULL) to the size in bytes.  Library owns it
+ * (valid while v lives); always NUL-terminated, but may contain NULs.
+ * Other kinds: NULL and *len = 0. */
+MPC_API const char *mpc_value_str(const mpc_value *v, size_t *len);
+/* Containers: number of elements (dict: pairs).  STR/BYTES/BYTEARRAY/BIGINT:
+ * size in bytes.  Other kinds: 0. */
+MPC_API size_t mpc_value_len(const mpc_value *v);
+/* Element i of a list, tuple, set or frozenset (sets in insertion order).
+ * Borrowed.  NULL if out of range or another kind. */
+MPC_API mpc_value *mpc_value_item(const mpc_value *v, size_t i);
+/* Key / value of pair i of a dict, in insertion order.  Borrowed, NULL if out
+ * of range or not a dict. */
+MPC_API mpc_value *mpc_value_dict_key(const mpc_value *v, size_t i);
+MPC_API mpc_value *mpc_value_dict_val(const mpc_value *v, size_t i);
+/* d[key] by Python equality, or NULL (absent, not a dict, unhashable key).
+ * Borrowed.  mpc_value_dict_get_str() looks up a str key given as UTF-8. */
+MPC_API mpc_value *mpc_value_dict_get(const mpc_value *d, const mpc_value *key);
+MPC_API mpc_value *mpc_value_dict_get_str(const mpc_value *d, const char *key, size_t len);
+/* 1 if a == b in Python, else 0 (NaN != NaN unless the same node). */
+MPC_API int mpc_value_equal(const mpc_value *a, const mpc_value *b);
+
+/* --- Pickle --- */
+
+/* How protocol 0-2 "str" strings of Python 2 (opcodes STRING, BINSTRING,
+ * SHORT_BINSTRING) are decoded.  Python 3 writes none of them. */
+typedef enum mpc_py2str {
+    /* As Python 3's pickle.loads() default (encoding='ASCII'): a str; a
+     * non-ASCII byte is an error (MPC_VALUE). */
+    MPC_PY2STR_ASCII = 0,
+    /* As encoding='bytes': bytes. */
+    MPC_PY2STR_BYTES = 1,
+    /* As encoding='latin1': a str, each byte one code point. */
+    MPC_PY2STR_LATIN1 = 2
+} mpc_py2str;
+
+/* Decoder options; zero-initialise, zero means the documented default.
+ * Fields are only ever appended. */
+typedef struct mpc_decode_options {
+    /* Deepest nesting accepted; 0 = MPC_VALUE_DEPTH_DEFAULT, larger than
+     * MPC_VALUE_DEPTH_MAX = MPC_VALUE_DEPTH_MAX. */
+    unsigned max_depth;
+    mpc_py2str py2_str;
+    /* Most decimal digits of an int; 0 = 4300 (CPython 3.11+'s default
+     * int/str conversion limit). */
+    unsigned max_int_digits;
+} mpc_decode_options;
+
+/* Decodes one pickle (protocols 0-5, as CPython 2.7 to 3.14 write them) into
+ * a value tree.  pickle is borrowed.  opts may be NULL (defaults).  On MPC_OK
+ * *out is the value (caller owns; release with mpc_value_free()); bytes after
+ * the STOP opcode are ignored, as in CPython.
+ *
+ * Safety: nothing is ever executed or imported.  The only globals accepted
+ * are the constructors CPython itself writes for these kinds, with exactly
+ * CPython's argument shapes: builtins/__builtin__ set([...]),
+ * frozenset([...]), bytearray(), bytearray(bytes), bytearray(u'..',
+ * 'latin-1') (Python 2), bytes(), and _codecs.encode(u'..', 'latin1').  Any
+ * other GLOBAL/STACK_GLOBAL target, REDUCE of anything else, and the opcodes
+ * BUILD, INST, OBJ, NEWOBJ, NEWOBJ_EX, PERSID, BINPERSID, EXT1/2/4,
+ * NEXT_BUFFER and READONLY_BUFFER are refused.  Every length and count is
+ * checked against the bytes actually present before anything is allocated;
+ * memory use is bounded by a small multiple of len.  Cycles (a container
+ * holding itself through the memo) are refused.
+ *
+ * Statuses: MPC_VALUE for every malformed, refused or over-limit pickle,
+ * with err->message naming the opcode, the global if any and the byte
+ * offset ("refused opcode GLOBAL of global 'os.system' at offset 0",
+ * "pickle data was truncated at offset 12", "memo key 7 not found at offset
+ * 30", "unpickling stack underflow at offset 3", "nesting deeper than 1000
+ * at offset 2010"); MPC_NOMEM; MPC_INVAL (NULL out, or pickle NULL with
+ * len > 0).  The decoder keeps no state between calls.  err may be NULL. */
+MPC_API mpc_status mpc_value_decode(const void *pickle, size_t len,
+                                    const mpc_decode_options *opts, mpc_value **out,
+                                    mpc_error *err);
+
+/* Encodes v as a pickle.  protocol: 0 = 4 (the default of CPython 3.8-3.13,
+ * readable by 3.4+), or 2, 3, 4, 5.  Protocol 2 is for Python 2.7 peers:
+ * str as unicode, bytes as _codecs.encode(u'..', 'latin1') (which Python 2
+ * loads as str), sets via __builtin__.set.  The output is byte-identical to
+ * CPython's pickle.dumps(v, protocol) for trees whose shared sub-objects
+ * match the Python object's (framing and memo included).  v is borrowed.  On
+ * MPC_OK *out (caller owns; release with mpc_free()) and *len.  MPC_INVAL
+ * (NULL argument, unsupported protocol), MPC_VALUE (a str or bytes over
+ * 4 GiB at protocol 2 or 3), MPC_NOMEM.  err may be NULL. */
+MPC_API mpc_status mpc_value_encode(const mpc_value *v, int protocol, void **out, size_t *len,
+                                    mpc_error *err);
+
+/* --- Python literal syntax --- */
+
+/* Writes what Python 3's repr() prints for v into *out (caller owns; release
+ * with mpc_free(); NUL-terminated) and sets *len (if not NULL) to its length
+ * without the NUL.  Floats use the shortest text that round-trips; str
+ * escapes follow str.isprintable() of Unicode 14 (Python 3.11's table).
+ * Sets print in insertion order (Python prints them in hash order, which
+ * for str elements differs between processes).  A sub-object shared through
+ * the memo is printed at each place it appears, as Python does, so the text
+ * of a small hostile pickle can be exponentially long: print received
+ * values only when their size is acceptable.  MPC_INVAL (NULL), MPC_NOMEM. */
+MPC_API mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len);
+
+/* Parses one Python literal (the subset ast.literal_eval accepts for these
+ * kinds) from text (borrowed, UTF-8, len bytes; surrounding whitespace
+ * allowed): None, True, False; ints in decimal, 0x, 0o, 0b with '_'
+ * separators and a sign; floats (1.5, 1e-5, .5, 1_0.0); 'str', "str",
+ * triple-quoted, r'', and adjacent literals concatenated, with Python's
+ * escapes (\n \t \xhh \ooo \uXXXX \UXXXXXXXX, not \N{...}); b'bytes';
+ * [lists], (tuples,), {dicts: ...}, {sets}.  Extensions beyond
+ * literal_eval, so that everything mpc_value_repr() prints parses back:
+ * inf, nan, float('inf'), float('-inf'), float('nan'), set(),
+ * set(<list/tuple/set>), frozenset(), frozenset(<list/tuple/set>),
+ * bytearray(), bytearray(b'...').  On MPC_OK *out (caller owns; release
+ * with mpc_value_free()).  MPC_VALUE with the offset and reason in
+ * err->message ("invalid syntax at offset 3: expected ']'"), MPC_INVAL,
+ * MPC_NOMEM.  Nesting is limited to MPC_VALUE_DEPTH_DEFAULT.  err may be
+ * NULL. */
+MPC_API mpc_status mpc_value_parse(const char *text, size_t len, mpc_value **out,
+                                   mpc_error *err);
 
 #ifdef __cplusplus
 }
