@@ -1,0 +1,1342 @@
+/*
+ * mpconn_python.i - the Python binding: typemaps, plus two small hand-written
+ * extension types for the hot path.
+ *
+ * SWIG generates mpconn/core.py and the extension mpconn/_mpconn*.so (the
+ * module is "core", not "_core": SWIG names the low-level module after it
+ * with one more leading underscore, and "__core" would be name-mangled
+ * inside proxy classes).  What
+ * SWIG wraps from the header: the status table, the version, the constants,
+ * the sans-I/O framing header and the sans-I/O handshake (used by
+ * mpconn.deliver_challenge()/answer_challenge() on foreign connection
+ * objects), each through the buffer typemaps below.
+ *
+ * The transport objects are not wrapped by SWIG's generic pointer proxies.
+ * Instead ConnectionBase and ListenerHandle (below) own an mpc_conn /
+ * mpc_listener and implement the calls that block, because those need what a
+ * generic wrapper cannot give cheaply:
+ *   - the GIL released around every blocking call;
+ *   - buffers passed through without copies (send_bytes from the caller's
+ *     buffer, recv_bytes straight into the bytes object it returns,
+ *     recv_bytes_into straight into the caller's buffer);
+ *   - METH_FASTCALL methods, so the per-call overhead stays small;
+ *   - a "busy" count, so close() from another thread while a call is blocked
+ *     wakes that call (shutdown) and defers the free instead of freeing
+ *     memory that is in use;
+ *   - the interrupt hook, so Ctrl-C interrupts a blocked recv/accept.
+ * No protocol logic lives here: statuses are turned into exceptions by ONE
+ * table in python/mpconn/_errors.py (registered with _setup()).
+ */
+%module(package="mpconn", moduleimport="from . import _mpconn as $module") core
+
+%begin %{
+#define PY_SSIZE_T_CLEAN
+%}
+
+%{
+/* The extension is named _mpconn (the generated Python module is _core). */
+#undef SWIG_init
+#undef SWIG_name
+#define SWIG_init PyInit__mpconn
+#define SWIG_name "_mpconn"
+#include <string.h>
+#include <errno.h>
+#include <math.h>
+#include <unistd.h>
+#include <sys/socket.h>
+%}
+
+/* ------------------------------------------------------------------------
+ * Typemaps for the SWIG-wrapped (sans-I/O) part.
+ * ------------------------------------------------------------------------ */
+
+%fragment("mpcpy_append", "header") %{
+/* Appends obj (a new reference, stolen) to a wrapper's result: version
+ * independent replacement for SWIG_Python_AppendOutput. */
+static PyObject *mpcpy_append(PyObject *result, PyObject *obj)
+{
+    if (!obj)
+        return result;
+    if (!result || result == Py_None) {
+        Py_XDECREF(result);
+        return obj;
+    }
+    if (!PyList_Check(result)) {
+        PyObject *l = PyList_New(1);
+        if (!l) {
+            Py_DECREF(obj);
+            return result;
+        }
+        PyList_SET_ITEM(l, 0, result);
+        result = l;
+    }
+    PyList_Append(result, obj);
+    Py_DECREF(obj);
+    return result;
+}
+%}
+
+/* Any (const void *, size_t) pair: a bytes-like object, borrowed for the
+ * duration of the call (buffer protocol, no copy). */
+%typemap(in) (const void *DATA, size_t LEN) (Py_buffer view) {
+    view.obj = NULL;
+    if (PyObject_GetBuffer($input, &view, PyBUF_SIMPLE) < 0)
+        SWIG_fail;
+    $1 = view.buf;
+    $2 = (size_t)view.len;
+}
+%typemap(freearg) (const void *DATA, size_t LEN) {
+    if (view$argnum.obj)
+        PyBuffer_Release(&view$argnum);
+}
+%typemap(typecheck) (const void *DATA, size_t LEN) {
+    $1 = PyObject_CheckBuffer($input);
+}
+%apply (const void *DATA, size_t LEN) {
+    (const void *key, size_t key_len),
+    (const void *random, size_t rand_len),
+    (const void *challenge, size_t challenge_len),
+    (const void *reply, size_t reply_len),
+    (const void *msg, size_t len)
+};
+
+/* Handshake payloads produced by the library: returned as bytes (None when
+ * the status is not MPC_OK). */
+%typemap(in, numinputs=0, fragment="mpcpy_append")
+    (unsigned char *out, size_t cap, size_t *out_len)
+    (unsigned char obuf[2 * MPC_HS_FRAME_MAX], size_t olen) {
+    olen = 0;
+    $1 = obuf;
+    $2 = sizeof obuf;
+    $3 = &olen;
+}
+%typemap(argout) (unsigned char *out, size_t cap, size_t *out_len) {
+    if (result == MPC_OK) {
+        $result = mpcpy_append($result, PyBytes_FromStringAndSize((const char *)obuf$argnum, (Py_ssize_t)olen$argnum));
+    } else {
+        Py_INCREF(Py_None);
+        $result = mpcpy_append($result, Py_None);
+    }
+}
+
+/* Creation-call error report: returned as the message string (None on
+ * success), after the status. */
+%typemap(in, numinputs=0, fragment="mpcpy_append") mpc_error *err (mpc_error e) {
+    memset(&e, 0, sizeof e);
+    $1 = &e;
+}
+%typemap(argout) mpc_error *err {
+    if (result == MPC_OK) {
+        Py_INCREF(Py_None);
+        $result = mpcpy_append($result, Py_None);
+    } else {
+        $result = mpcpy_append($result, PyUnicode_DecodeUTF8(e$argnum.message, (Py_ssize_t)strlen(e$argnum.message), "replace"));
+    }
+}
+
+/* mpc_frame_header(len) -> the header bytes. */
+%typemap(in, numinputs=0) unsigned char out[ANY] (unsigned char hbuf[MPC_FRAME_HEADER_MAX]) {
+    $1 = hbuf;
+}
+%typemap(argout) unsigned char out[ANY] {
+    Py_XDECREF($result);
+    $result = PyBytes_FromStringAndSize((const char *)hbuf$argnum, (Py_ssize_t)result);
+}
+
+/* mpc_random(n) -> [status, n random bytes]. */
+%typemap(in, fragment="mpcpy_append") (void *buf, size_t len) (PyObject *rbytes = NULL) {
+    Py_ssize_t n = PyNumber_AsSsize_t($input, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        SWIG_fail;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative length");
+        SWIG_fail;
+    }
+    rbytes = PyBytes_FromStringAndSize(NULL, n);
+    if (!rbytes)
+        SWIG_fail;
+    $1 = PyBytes_AS_STRING(rbytes);
+    $2 = (size_t)n;
+}
+%typemap(argout) (void *buf, size_t len) {
+    $result = mpcpy_append($result, rbytes$argnum);
+    rbytes$argnum = NULL;
+}
+%typemap(freearg) (void *buf, size_t len) {
+    Py_XDECREF(rbytes$argnum);
+}
+
+/* mpc_status is an int to Python; _errors.py turns it into an exception. */
+
+/* ------------------------------------------------------------------------
+ * Superseded by the hand-written ConnectionBase / ListenerHandle types and
+ * module functions below (GIL release, busy tracking, zero-copy buffers).
+ * ------------------------------------------------------------------------ */
+%ignore mpc_options;
+%ignore mpc_options_init;
+%ignore mpc_error;
+%ignore mpc_buf;
+%ignore mpc_listen;
+%ignore mpc_listener_accept;
+%ignore mpc_listener_address;
+%ignore mpc_listener_family;
+%ignore mpc_listener_fileno;
+%ignore mpc_listener_errmsg;
+%ignore mpc_listener_close;
+%ignore mpc_listener_set_interrupt;
+%ignore mpc_connect;
+%ignore mpc_pipe;
+%ignore mpc_conn_from_fd;
+%ignore mpc_conn_deliver_challenge;
+%ignore mpc_conn_answer_challenge;
+%ignore mpc_send_bytes;
+%ignore mpc_send_many;
+%ignore mpc_recv_bytes;
+%ignore mpc_recv_bytes_into;
+%ignore mpc_recv_begin;
+%ignore mpc_recv_payload;
+%ignore mpc_recv_alloc_step;
+%ignore mpc_poll;
+%ignore mpc_wait;
+%ignore mpc_conn_fileno;
+%ignore mpc_conn_readable;
+%ignore mpc_conn_writable;
+%ignore mpc_conn_buffered;
+%ignore mpc_conn_peer;
+%ignore mpc_conn_set_timeout;
+%ignore mpc_conn_set_interrupt;
+%ignore mpc_conn_status;
+%ignore mpc_conn_errmsg;
+%ignore mpc_conn_errno;
+%ignore mpc_conn_detach;
+%ignore mpc_conn_close;
+
+/* The value codec (section 4 of the header) is for C and Lua peers; Python
+ * pickles with its own pickle module, as CPython does. */
+%rename("$ignore", regextarget=1) "^mpc_(value|vkind|py2str|decode|encode)";
+%rename("$ignore", regextarget=1) "^MPC_(V_|VALUE_DEPTH|PY2)";
+
+%include "../mpconn.i"
+%include "mpconn.h"
+
+/* ------------------------------------------------------------------------
+ * The hand-written part.
+ * ------------------------------------------------------------------------ */
+%{
+/* Registered by _setup(): (status_name, message, errno, payload) ->
+ * exception instance; ForkingPickler.dumps; pickle loads. */
+static PyObject *mpcpy_error_factory;
+static PyObject *mpcpy_dumps;
+static PyObject *mpcpy_loads;
+
+/* Raises the exception for status st and returns NULL.  MPC_INTR with a
+ * pending Python exception (raised by a signal handler in the interrupt
+ * hook, e.g. KeyboardInterrupt) propagates that exception. */
+static PyObject *mpcpy_raise(mpc_status st, const char *msg, int sys_errno, PyObject *payload)
+{
+    PyObject *m, *exc;
+    if (PyErr_Occurred())
+        return NULL;
+    if (!msg || !*msg)
+        msg = mpc_strerror(st);
+    if (!mpcpy_error_factory) {
+        PyErr_SetString(PyExc_OSError, msg);
+        return NULL;
+    }
+    m = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+    if (!m)
+        return NULL;
+    exc = PyObject_CallFunction(mpcpy_error_factory, "sNiO", mpc_status_name(st), m, sys_errno,
+                                payload ? payload : Py_None);
+    if (!exc)
+        return NULL;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *mpcpy_raise_err(const mpc_error *e)
+{
+    return mpcpy_raise(e->status, e->message, e->sys_errno, NULL);
+}
+
+/* The interrupt hook (mpc_options.interrupt): runs Python's signal handlers
+ * when a blocking call sees EINTR.  Non-zero (abort the call with MPC_INTR)
+ * only if a handler raised; the exception stays set for mpcpy_raise(). */
+static int mpcpy_interrupt(void *arg)
+{
+    PyGILState_STATE g;
+    int raised;
+    (void)arg;
+    g = PyGILState_Ensure();
+    raised = PyErr_CheckSignals() < 0;
+    PyGILState_Release(g);
+    return raised;
+}
+
+/* Milliseconds from a Python timeout in seconds: None -> MPC_FOREVER,
+ * <= 0 -> 0, otherwise rounded up.  -2 on error (exception set). */
+static mpc_ms mpcpy_timeout_ms(PyObject *o, mpc_ms none_value)
+{
+    double t;
+    if (!o || o == Py_None)
+        return none_value;
+    t = PyFloat_AsDouble(o);
+    if (t == -1.0 && PyErr_Occurred())
+        return -2;
+    if (t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -2;
+    }
+    if (t <= 0)
+        return 0;
+    if (t > 9.2e15)
+        return MPC_FOREVER;
+    return (mpc_ms)ceil(t * 1000.0);
+}
+
+/* Collects the arguments of a METH_FASTCALL | METH_KEYWORDS call into
+ * out[0..n) (NULL = not given).  0, or -1 with TypeError set. */
+static int mpcpy_args(const char *fname, const char *const *names, Py_ssize_t n,
+                      Py_ssize_t required, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t i, k, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (i = 0; i < n; i++)
+        out[i] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (i = 0; i < nargs; i++)
+        out[i] = args[i];
+    for (k = 0; k < nkw; k++) {
+        const char *kw = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+        if (!kw)
+            return -1;
+        for (i = 0; i < n; i++)
+            if (strcmp(kw, names[i]) == 0)
+                break;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname,
+                         kw);
+            return -1;
+        }
+        if (out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         kw);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (i = 0; i < required; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- options */
+
+/* Fills o from the Python-side settings.  key: None (no handshake) or a
+ * bytes object (borrowed: must outlive the call that uses o). */
+static int mpcpy_options(mpc_options *o, PyObject *key, int dialect, PyObject *digest,
+                         mpc_ms hs_ms, mpc_ms conn_ms, int backlog)
+{
+    mpc_options_init(o);
+    if (key && key != Py_None) {
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "authkey should be a byte string");
+            return -1;
+        }
+        o->authkey = PyBytes_AS_STRING(key);
+        o->authkey_len = (size_t)PyBytes_GET_SIZE(key);
+    }
+    if (digest && digest != Py_None) {
+        o->digest = PyUnicode_AsUTF8(digest);
+        if (!o->digest)
+            return -1;
+    }
+    o->dialect = (mpc_dialect)dialect;
+    o->handshake_timeout = hs_ms;
+    o->connect_timeout = conn_ms > 0 ? conn_ms : 0;
+    o->backlog = backlog;
+    o->interrupt = mpcpy_interrupt;
+    o->interrupt_arg = NULL;
+    return 0;
+}
+
+/* An address as the C string syntax: bytes without embedded NULs. */
+static const char *mpcpy_address(PyObject *a)
+{
+    if (!PyBytes_Check(a)) {
+        PyErr_SetString(PyExc_TypeError, "address must be bytes (internal)");
+        return NULL;
+    }
+    if (strlen(PyBytes_AS_STRING(a)) != (size_t)PyBytes_GET_SIZE(a)) {
+        PyErr_SetString(PyExc_ValueError, "embedded null byte in address");
+        return NULL;
+    }
+    return PyBytes_AS_STRING(a);
+}
+
+/* ------------------------------------------------------------- Connection */
+
+typedef struct {
+    PyObject_HEAD
+    mpc_conn *c;
+    int busy;          /* calls in progress with the GIL released */
+    int close_pending; /* close() was called while busy */
+    char readable;     /* flags as last seen (kept after close) */
+    char writable;
+} mpcpy_conn;
+
+static PyTypeObject mpcpy_conn_type;
+
+#define MPCPY_CONN_CHECK(o) PyObject_TypeCheck((o), &mpcpy_conn_type)
+
+/* Runs stmt with the GIL released while counting the object as busy. */
+#define MPCPY_UNLOCKED(self, stmt)                                            \
+    do {                                                                      \
+        (self)->busy++;                                                       \
+        Py_BEGIN_ALLOW_THREADS                                                \
+        stmt;                                                                 \
+        Py_END_ALLOW_THREADS                                                  \
+        (self)->busy--;                                                       \
+    } while (0)
+
+static void mpcpy_conn_free(mpcpy_conn *self)
+{
+    mpc_conn *c = self->c;
+    if (!c)
+        return;
+    self->readable = (char)mpc_conn_readable(c);
+    self->writable = (char)mpc_conn_writable(c);
+    self->c = NULL;
+    self->close_pending = 0;
+    mpc_conn_close(c);
+}
+
+/* After a blocking call: finishes a close() that arrived meanwhile.
+ * Returns 1 if the connection is now closed. */
+static int mpcpy_conn_settle(mpcpy_conn *self)
+{
+    if (self->close_pending && self->busy == 0) {
+        mpcpy_conn_free(self);
+        return 1;
+    }
+    return self->close_pending;
+}
+
+static PyObject *mpcpy_conn_raise(mpcpy_conn *self, mpc_status st)
+{
+    if (mpcpy_conn_settle(self) && st != MPC_INTR)
+        return mpcpy_raise(MPC_CLOSED, NULL, 0, NULL);
+    if (!self->c)
+        return mpcpy_raise(st, NULL, 0, NULL);
+    return mpcpy_raise(st, mpc_conn_errmsg(self->c), mpc_conn_errno(self->c), NULL);
+}
+
+/* The live handle, or NULL with OSError("handle is closed"). */
+static mpc_conn *mpcpy_conn_get(mpcpy_conn *self)
+{
+    if (!self->c || self->close_pending || mpc_conn_fileno(self->c) < 0) {
+        mpcpy_raise(MPC_CLOSED, NULL, 0, NULL);
+        return NULL;
+    }
+    return self->c;
+}
+
+static PyObject *mpcpy_conn_new_from(PyTypeObject *cls, mpc_conn *c)
+{
+    mpcpy_conn *self;
+    if (!PyType_IsSubtype(cls, &mpcpy_conn_type)) {
+        mpc_conn_close(c);
+        PyErr_SetString(PyExc_TypeError, "not a ConnectionBase subclass");
+        return NULL;
+    }
+    self = (mpcpy_conn *)cls->tp_alloc(cls, 0);
+    if (!self) {
+        mpc_conn_close(c);
+        return NULL;
+    }
+    self->c = c;
+    self->readable = (char)mpc_conn_readable(c);
+    self->writable = (char)mpc_conn_writable(c);
+    mpc_conn_set_interrupt(c, mpcpy_interrupt, NULL);
+    return (PyObject *)self;
+}
+
+static int mpcpy_conn_init(mpcpy_conn *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"handle", "readable", "writable", NULL};
+    PyObject *handle, *idx;
+    int readable = 1, writable = 1;
+    long fd;
+    mpc_options o;
+    mpc_error e;
+    mpc_conn *c = NULL;
+    mpc_status st;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp:Connection", kwlist, &handle, &readable,
+                                     &writable))
+        return -1;
+    idx = PyNumber_Index(handle);
+    if (!idx)
+        return -1;
+    fd = PyLong_AsLong(idx);
+    Py_DECREF(idx);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid handle");
+        return -1;
+    }
+    if (!readable && !writable) {
+        PyErr_SetString(PyExc_ValueError, "at least one of `readable` and `writable` must be True");
+        return -1;
+    }
+    if (self->c) {
+        PyErr_SetString(PyExc_RuntimeError, "Connection already initialised");
+        return -1;
+    }
+    mpc_options_init(&o);
+    o.interrupt = mpcpy_interrupt;
+    memset(&e, 0, sizeof e);
+    st = mpc_conn_from_fd((int)fd, readable, writable, &o, &c, &e);
+    if (st != MPC_OK) {
+        mpcpy_raise_err(&e);
+        return -1;
+    }
+    self->c = c;
+    self->readable = (char)readable;
+    self->writable = (char)writable;
+    return 0;
+}
+
+static void mpcpy_conn_dealloc(mpcpy_conn *self)
+{
+    /* busy > 0 cannot happen here: a call in progress holds a reference. */
+    mpcpy_conn_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* send_bytes(buf, offset=0, size=None) */
+static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    static const char *const names[] = {"buf", "offset", "size"};
+    PyObject *a[3];
+    Py_buffer view;
+    Py_ssize_t off = 0, size;
+    mpc_conn *c;
+    mpc_status st;
+    if (mpcpy_args("send_bytes", names, 3, 1, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
+    if (!mpc_conn_writable(c))
+        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (a[1]) {
+        off = PyNumber_AsSsize_t(a[1], PyExc_OverflowError);
+        if (off == -1 && PyErr_Occurred())
+            goto fail;
+    }
+    if (off < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset is negative");
+        goto fail;
+    }
+    if (view.len < off) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto fail;
+    }
+    if (!a[2] || a[2] == Py_None) {
+        size = view.len - off;
+    } else {
+        size = PyNumber_AsSsize_t(a[2], PyExc_OverflowError);
+        if (size == -1 && PyErr_Occurred())
+            goto fail;
+        if (size < 0) {
+            PyErr_SetString(PyExc_ValueError, "size is negative");
+            goto fail;
+        }
+        if (off + size > view.len) {
+            PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
+            goto fail;
+        }
+    }
+    MPCPY_UNLOCKED(self, st = mpc_send_bytes(c, (const char *)view.buf + off, (size_t)size));
+    PyBuffer_Release(&view);
+    if (st != MPC_OK || mpcpy_conn_settle(self))
+        return mpcpy_conn_raise(self, st);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* send_bytes_many(buffers): every buffer one message, one system call. */
+static PyObject *mpcpy_conn_send_bytes_many(mpcpy_conn *self, PyObject *seq)
+{
+    PyObject *fast;
+    Py_ssize_t n, i, got = 0;
+    Py_buffer *views = NULL;
+    mpc_buf *bufs = NULL;
+    mpc_conn *c;
+    mpc_status st = MPC_OK;
+    PyObject *ret = NULL;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
+    if (!mpc_conn_writable(c))
+        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
+    fast = PySequence_Fast(seq, "send_bytes_many() expects a sequence of bytes-like objects");
+    if (!fast)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(fast);
+    if (n == 0) {
+        Py_DECREF(fast);
+        Py_RETURN_NONE;
+    }
+    views = PyMem_Malloc((size_t)n * sizeof *views);
+    bufs = PyMem_Malloc((size_t)n * sizeof *bufs);
+    if (!views || !bufs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (got = 0; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        bufs[got].data = views[got].buf;
+        bufs[got].len = (size_t)views[got].len;
+    }
+    MPCPY_UNLOCKED(self, st = mpc_send_many(c, bufs, (size_t)n));
+    if (st != MPC_OK || mpcpy_conn_settle(self)) {
+        mpcpy_conn_raise(self, st);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    ret = Py_None;
+done:
+    for (i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(bufs);
+    Py_DECREF(fast);
+    return ret;
+}
+
+/* Reads the rest of a message whose header mpc_recv_begin() accepted
+ * (len bytes) into a new bytes object.  Memory grows with what arrived,
+ * following mpc_recv_alloc_step(), so a hostile header cannot make us
+ * allocate its claimed size. */
+static PyObject *mpcpy_conn_read_payload(mpcpy_conn *self, mpc_conn *c, uint64_t len)
+{
+    PyObject *bytes;
+    size_t cap, got = 0;
+    mpc_status st = MPC_OK;
+    if (len > (uint64_t)PY_SSIZE_T_MAX)
+        return mpcpy_raise(MPC_TOOLONG, NULL, 0, NULL);
+    cap = len ? mpc_recv_alloc_step(len, 0) : 0;
+    if (cap > len)
+        cap = (size_t)len;
+    if (len && cap == 0)
+        cap = (size_t)(len < 65536 ? len : 65536);
+    bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+    if (!bytes)
+        return NULL;
+    if (len == 0) {
+        /* Completes the (empty) pending message. */
+        st = mpc_recv_payload(c, NULL, 0);
+        if (st != MPC_OK) {
+            Py_DECREF(bytes);
+            return mpcpy_conn_raise(self, st);
+        }
+        return bytes;
+    }
+    while (got < len) {
+        size_t n;
+        char *dst;
+        if (got == cap) {
+            size_t want = mpc_recv_alloc_step(len, got);
+            if (want > len)
+                want = (size_t)len;
+            if (want <= got)
+                want = got + (size_t)((len - got) < 65536 ? (len - got) : 65536);
+            if (_PyBytes_Resize(&bytes, (Py_ssize_t)want) < 0)
+                return NULL; /* the stream is out of step: mark it so */
+            cap = want;
+        }
+        n = cap - got;
+        dst = PyBytes_AS_STRING(bytes) + got;
+        if (mpc_conn_buffered(c) >= n)
+            st = mpc_recv_payload(c, dst, n);
+        else
+            MPCPY_UNLOCKED(self, st = mpc_recv_payload(c, dst, n));
+        if (st != MPC_OK || mpcpy_conn_settle(self)) {
+            Py_DECREF(bytes);
+            return mpcpy_conn_raise(self, st);
+        }
+        got += n;
+    }
+    return bytes;
+}
+
+/* One whole message as bytes (readable, open: checked by the caller). */
+static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t maxlength)
+{
+    uint64_t len = 0;
+    mpc_status st;
+    if (mpc_conn_buffered(c) >= MPC_FRAME_HEADER_MAX)
+        st = mpc_recv_begin(c, maxlength, &len); /* cannot block */
+    else
+        MPCPY_UNLOCKED(self, st = mpc_recv_begin(c, maxlength, &len));
+    if (st != MPC_OK || mpcpy_conn_settle(self))
+        return mpcpy_conn_raise(self, st);
+    return mpcpy_conn_read_payload(self, c, len);
+}
+
+static mpc_conn *mpcpy_conn_get_readable(mpcpy_conn *self)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    if (c && !mpc_conn_readable(c)) {
+        mpcpy_raise(MPC_NOTREADABLE, NULL, 0, NULL);
+        return NULL;
+    }
+    return c;
+}
+
+/* recv_bytes(maxlength=None) */
+static PyObject *mpcpy_conn_recv_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    static const char *const names[] = {"maxlength"};
+    PyObject *a[1];
+    size_t maxlength = MPC_NO_LIMIT;
+    mpc_conn *c;
+    if (mpcpy_args("recv_bytes", names, 1, 0, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_get_readable(self)))
+        return NULL;
+    if (a[0] && a[0] != Py_None) {
+        Py_ssize_t m = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+        if (m == -1 && PyErr_Occurred())
+            return NULL;
+        if (m < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative maxlength");
+            return NULL;
+        }
+        maxlength = (size_t)m;
+    }
+    return mpcpy_conn_recv_message(self, c, maxlength);
+}
+
+/* recv_bytes_into(buf, offset=0) */
+static PyObject *mpcpy_conn_recv_bytes_into(mpcpy_conn *self, PyObject *const *args,
+                                            Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"buf", "offset"};
+    PyObject *a[2];
+    Py_buffer view;
+    Py_ssize_t off = 0;
+    size_t len = 0;
+    mpc_conn *c;
+    mpc_status st;
+    if (mpcpy_args("recv_bytes_into", names, 2, 1, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_get_readable(self)))
+        return NULL;
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (a[1]) {
+        off = PyNumber_AsSsize_t(a[1], PyExc_OverflowError);
+        if (off == -1 && PyErr_Occurred())
+            goto fail;
+    }
+    if (off < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset");
+        goto fail;
+    }
+    if (off > view.len) {
+        PyErr_SetString(PyExc_ValueError, "offset too large");
+        goto fail;
+    }
+    MPCPY_UNLOCKED(self, st = mpc_recv_bytes_into(c, (char *)view.buf + off,
+                                                   (size_t)(view.len - off), &len));
+    PyBuffer_Release(&view);
+    if (st == MPC_TOOSHORT && !mpcpy_conn_settle(self)) {
+        /* The message is still pending: take it and hand it over in the
+         * exception, as CPython does (the stream stays in step). */
+        PyObject *msg = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT);
+        if (!msg)
+            return NULL;
+        mpcpy_raise(MPC_TOOSHORT, NULL, 0, msg);
+        Py_DECREF(msg);
+        return NULL;
+    }
+    if (st != MPC_OK || mpcpy_conn_settle(self))
+        return mpcpy_conn_raise(self, st);
+    return PyLong_FromSize_t(len);
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* poll(timeout=0.0) */
+static PyObject *mpcpy_conn_poll(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    mpc_conn *c;
+    mpc_ms ms = 0;
+    int ready = 0;
+    mpc_status st;
+    if (mpcpy_args("poll", names, 1, 0, args, nargs, kwnames, a) < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_get_readable(self)))
+        return NULL;
+    if (a[0]) {
+        ms = mpcpy_timeout_ms(a[0], MPC_FOREVER);
+        if (ms == -2)
+            return NULL;
+    }
+    st = mpc_poll(c, 0, &ready);
+    if (st == MPC_OK && !ready && ms != 0)
+        MPCPY_UNLOCKED(self, st = mpc_poll(c, ms, &ready));
+    if (st != MPC_OK || mpcpy_conn_settle(self))
+        return mpcpy_conn_raise(self, st);
+    return PyBool_FromLong(ready);
+}
+
+/* send(obj): ForkingPickler.dumps(obj), then one message. */
+static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
+{
+    PyObject *data, *r;
+    mpc_conn *c;
+    Py_buffer view;
+    mpc_status st;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
+    if (!mpc_conn_writable(c))
+        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
+    if (!mpcpy_dumps) {
+        PyErr_SetString(PyExc_RuntimeError, "mpconn not set up");
+        return NULL;
+    }
+    data = PyObject_CallFunctionObjArgs(mpcpy_dumps, obj, NULL);
+    if (!data)
+        return NULL;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    /* The pickling may have run code that closed us. */
+    if (!(c = mpcpy_conn_get(self))) {
+        r = NULL;
+    } else {
+        MPCPY_UNLOCKED(self, st = mpc_send_bytes(c, view.buf, (size_t)view.len));
+        if (st != MPC_OK || mpcpy_conn_settle(self))
+            r = mpcpy_conn_raise(self, st);
+        else
+            r = (Py_INCREF(Py_None), Py_None);
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+    return r;
+}
+
+/* recv(): one message, unpickled. */
+static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *unused)
+{
+    PyObject *data, *r;
+    mpc_conn *c;
+    (void)unused;
+    if (!(c = mpcpy_conn_get_readable(self)))
+        return NULL;
+    if (!mpcpy_loads) {
+        PyErr_SetString(PyExc_RuntimeError, "mpconn not set up");
+        return NULL;
+    }
+    data = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT);
+    if (!data)
+        return NULL;
+    r = PyObject_CallFunctionObjArgs(mpcpy_loads, data, NULL);
+    Py_DECREF(data);
+    return r;
+}
+
+static PyObject *mpcpy_conn_fileno(mpcpy_conn *self, PyObject *unused)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    (void)unused;
+    return c ? PyLong_FromLong(mpc_conn_fileno(c)) : NULL;
+}
+
+static PyObject *mpcpy_conn_close(mpcpy_conn *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->c || self->close_pending)
+        Py_RETURN_NONE;
+    if (self->busy) {
+        /* Another thread is blocked in a call on this connection: wake it
+         * (sockets only) and let it free the connection when it returns. */
+        int fd = mpc_conn_fileno(self->c);
+        self->close_pending = 1;
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+        Py_RETURN_NONE;
+    }
+    mpcpy_conn_free(self);
+    Py_RETURN_NONE;
+}
+
+/* Ready to read without blocking, as far as our own buffer knows (wait()
+ * asks this before polling the descriptors). */
+static PyObject *mpcpy_conn_buffered(mpcpy_conn *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->c || self->close_pending)
+        return PyLong_FromLong(0);
+    return PyLong_FromSize_t(mpc_conn_buffered(self->c));
+}
+
+static PyObject *mpcpy_conn_peer(mpcpy_conn *self, PyObject *unused)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    (void)unused;
+    return c ? PyUnicode_FromString(mpc_conn_peer(c)) : NULL;
+}
+
+static PyObject *mpcpy_conn_set_timeout(mpcpy_conn *self, PyObject *t)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    mpc_ms ms;
+    if (!c)
+        return NULL;
+    ms = mpcpy_timeout_ms(t, 0);
+    if (ms == -2)
+        return NULL;
+    if (t != Py_None && ms == 0)
+        ms = 1;
+    mpc_conn_set_timeout(c, ms);
+    Py_RETURN_NONE;
+}
+
+/* _handshake(leg, key, dialect, digest, timeout): leg 0 = deliver, 1 = answer. */
+static PyObject *mpcpy_conn_handshake(mpcpy_conn *self, PyObject *args)
+{
+    int leg, dialect;
+    PyObject *key, *digest, *timeout;
+    mpc_options o;
+    mpc_conn *c;
+    mpc_ms ms;
+    mpc_status st;
+    if (!PyArg_ParseTuple(args, "iSiOO:_handshake", &leg, &key, &dialect, &digest, &timeout))
+        return NULL;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
+    ms = mpcpy_timeout_ms(timeout, MPC_FOREVER);
+    if (ms == -2)
+        return NULL;
+    if (ms == 0)
+        ms = 1;
+    if (mpcpy_options(&o, key, dialect, digest, ms, 0, 0) < 0)
+        return NULL;
+    if (leg == 0)
+        MPCPY_UNLOCKED(self, st = mpc_conn_deliver_challenge(c, o.authkey, o.authkey_len, &o));
+    else
+        MPCPY_UNLOCKED(self, st = mpc_conn_answer_challenge(c, o.authkey, o.authkey_len, &o));
+    if (st != MPC_OK || mpcpy_conn_settle(self))
+        return mpcpy_conn_raise(self, st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mpcpy_conn_get_closed(mpcpy_conn *self, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(!self->c || self->close_pending || mpc_conn_fileno(self->c) < 0);
+}
+
+static PyObject *mpcpy_conn_get_readable_flag(mpcpy_conn *self, void *unused)
+{
+    (void)unused;
+    if (self->c && !self->close_pending && mpc_conn_fileno(self->c) >= 0)
+        self->readable = (char)mpc_conn_readable(self->c);
+    return PyBool_FromLong(self->readable);
+}
+
+static PyObject *mpcpy_conn_get_writable_flag(mpcpy_conn *self, void *unused)
+{
+    (void)unused;
+    if (self->c && !self->close_pending && mpc_conn_fileno(self->c) >= 0)
+        self->writable = (char)mpc_conn_writable(self->c);
+    return PyBool_FromLong(self->writable);
+}
+
+static PyMethodDef mpcpy_conn_methods[] = {
+    {"send_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_send_bytes,
+     METH_FASTCALL | METH_KEYWORDS, "Send the bytes data from a bytes-like object."},
+    {"send_bytes_many", (PyCFunction)mpcpy_conn_send_bytes_many, METH_O,
+     "Send each bytes-like object of a sequence as one message, in one system call."},
+    {"recv_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_recv_bytes,
+     METH_FASTCALL | METH_KEYWORDS, "Receive bytes data as a bytes object."},
+    {"recv_bytes_into", (PyCFunction)(void (*)(void))mpcpy_conn_recv_bytes_into,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Receive bytes data into a writeable bytes-like object.\nReturn the number of bytes read."},
+    {"poll", (PyCFunction)(void (*)(void))mpcpy_conn_poll, METH_FASTCALL | METH_KEYWORDS,
+     "Whether there is any input available to be read"},
+    {"send", (PyCFunction)mpcpy_conn_send, METH_O, "Send a (picklable) object"},
+    {"recv", (PyCFunction)mpcpy_conn_recv, METH_NOARGS, "Receive a (picklable) object"},
+    {"fileno", (PyCFunction)mpcpy_conn_fileno, METH_NOARGS, "File descriptor or handle of the connection"},
+    {"close", (PyCFunction)mpcpy_conn_close, METH_NOARGS, "Close the connection"},
+    {"_buffered", (PyCFunction)mpcpy_conn_buffered, METH_NOARGS, NULL},
+    {"_peer", (PyCFunction)mpcpy_conn_peer, METH_NOARGS, NULL},
+    {"_set_timeout", (PyCFunction)mpcpy_conn_set_timeout, METH_O, NULL},
+    {"_handshake", (PyCFunction)mpcpy_conn_handshake, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef mpcpy_conn_getset[] = {
+    {"closed", (getter)mpcpy_conn_get_closed, NULL, "True if the connection is closed", NULL},
+    {"readable", (getter)mpcpy_conn_get_readable_flag, NULL, "True if the connection is readable", NULL},
+    {"writable", (getter)mpcpy_conn_get_writable_flag, NULL, "True if the connection is writable", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject mpcpy_conn_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    "mpconn._mpconn.ConnectionBase", /* tp_name */
+    sizeof(mpcpy_conn),               /* tp_basicsize */
+    0,                                /* tp_itemsize */
+};
+
+/* --------------------------------------------------------------- Listener */
+
+typedef struct {
+    PyObject_HEAD
+    mpc_listener *l;
+    int busy;
+    int close_pending;
+    pid_t pid; /* the process that created it (only it unlinks the socket file) */
+} mpcpy_listener;
+
+static PyTypeObject mpcpy_listener_type;
+
+static void mpcpy_listener_free(mpcpy_listener *self)
+{
+    mpc_listener *l = self->l;
+    if (!l)
+        return;
+    self->l = NULL;
+    self->close_pending = 0;
+    if (self->pid != getpid()) {
+        /* A forked child's copy: close our descriptor but leave the socket
+         * file to the parent (CPython's Finalize checks the pid too).  The
+         * small struct is left behind on purpose. */
+        close(mpc_listener_fileno(l));
+        return;
+    }
+    mpc_listener_close(l);
+}
+
+static mpc_listener *mpcpy_listener_get(mpcpy_listener *self)
+{
+    if (!self->l || self->close_pending) {
+        PyErr_SetString(PyExc_OSError, "listener is closed");
+        return NULL;
+    }
+    return self->l;
+}
+
+static void mpcpy_listener_dealloc(mpcpy_listener *self)
+{
+    mpcpy_listener_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* accept(cls, timeout=None) -> cls instance */
+static PyObject *mpcpy_listener_accept(mpcpy_listener *self, PyObject *args)
+{
+    PyTypeObject *cls;
+    PyObject *timeout = Py_None;
+    mpc_listener *l;
+    mpc_conn *c = NULL;
+    mpc_error e;
+    mpc_status st;
+    mpc_ms ms;
+    if (!PyArg_ParseTuple(args, "O!|O:accept", &PyType_Type, &cls, &timeout))
+        return NULL;
+    if (!(l = mpcpy_listener_get(self)))
+        return NULL;
+    ms = mpcpy_timeout_ms(timeout, MPC_FOREVER);
+    if (ms == -2)
+        return NULL;
+    memset(&e, 0, sizeof e);
+    self->busy++;
+    Py_BEGIN_ALLOW_THREADS
+    st = mpc_listener_accept(l, ms, &c, &e);
+    Py_END_ALLOW_THREADS
+    self->busy--;
+    if (self->close_pending) {
+        if (self->busy == 0)
+            mpcpy_listener_free(self);
+        if (st == MPC_OK)
+            mpc_conn_close(c);
+        if (st != MPC_INTR || !PyErr_Occurred())
+            PyErr_SetString(PyExc_OSError, "listener is closed");
+        return NULL;
+    }
+    if (st != MPC_OK)
+        return mpcpy_raise_err(&e);
+    return mpcpy_conn_new_from(cls, c);
+}
+
+static PyObject *mpcpy_listener_close(mpcpy_listener *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->l || self->close_pending)
+        Py_RETURN_NONE;
+    if (self->busy) {
+        self->close_pending = 1;
+        shutdown(mpc_listener_fileno(self->l), SHUT_RDWR);
+        Py_RETURN_NONE;
+    }
+    mpcpy_listener_free(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mpcpy_listener_fileno(mpcpy_listener *self, PyObject *unused)
+{
+    mpc_listener *l = mpcpy_listener_get(self);
+    (void)unused;
+    return l ? PyLong_FromLong(mpc_listener_fileno(l)) : NULL;
+}
+
+static PyObject *mpcpy_listener_address(mpcpy_listener *self, PyObject *unused)
+{
+    mpc_listener *l = mpcpy_listener_get(self);
+    (void)unused;
+    return l ? PyUnicode_DecodeFSDefault(mpc_listener_address(l)) : NULL;
+}
+
+static PyObject *mpcpy_listener_family(mpcpy_listener *self, PyObject *unused)
+{
+    mpc_listener *l = mpcpy_listener_get(self);
+    (void)unused;
+    return l ? PyUnicode_FromString(mpc_listener_family(l)) : NULL;
+}
+
+static PyObject *mpcpy_listener_get_closed(mpcpy_listener *self, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(!self->l || self->close_pending);
+}
+
+static PyMethodDef mpcpy_listener_methods[] = {
+    {"accept", (PyCFunction)mpcpy_listener_accept, METH_VARARGS, NULL},
+    {"close", (PyCFunction)mpcpy_listener_close, METH_NOARGS, NULL},
+    {"fileno", (PyCFunction)mpcpy_listener_fileno, METH_NOARGS, NULL},
+    {"address", (PyCFunction)mpcpy_listener_address, METH_NOARGS, NULL},
+    {"family", (PyCFunction)mpcpy_listener_family, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef mpcpy_listener_getset[] = {
+    {"closed", (getter)mpcpy_listener_get_closed, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject mpcpy_listener_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    "mpconn._mpconn.ListenerHandle", /* tp_name */
+    sizeof(mpcpy_listener),          /* tp_basicsize */
+    0,                               /* tp_itemsize */
+};
+
+/* ------------------------------------------------------- module functions */
+
+/* listen(address: bytes, authkey, backlog, dialect, digest, handshake_timeout) */
+static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
+{
+    PyObject *addr, *key, *digest, *hs;
+    int backlog, dialect;
+    mpc_options o;
+    mpc_error e;
+    mpc_listener *l = NULL;
+    mpcpy_listener *self;
+    const char *a;
+    mpc_ms hs_ms;
+    mpc_status st;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOiiOO:listen", &addr, &key, &backlog, &dialect, &digest, &hs))
+        return NULL;
+    if (!(a = mpcpy_address(addr)))
+        return NULL;
+    hs_ms = mpcpy_timeout_ms(hs, MPC_FOREVER);
+    if (hs_ms == -2)
+        return NULL;
+    if (hs_ms == 0)
+        hs_ms = 1;
+    if (mpcpy_options(&o, key, dialect, digest, hs_ms, 0, backlog) < 0)
+        return NULL;
+    memset(&e, 0, sizeof e);
+    Py_BEGIN_ALLOW_THREADS
+    st = mpc_listen(a, &o, &l, &e);
+    Py_END_ALLOW_THREADS
+    if (st != MPC_OK)
+        return mpcpy_raise_err(&e);
+    mpc_listener_set_interrupt(l, mpcpy_interrupt, NULL);
+    self = PyObject_New(mpcpy_listener, &mpcpy_listener_type);
+    if (!self) {
+        mpc_listener_close(l);
+        return NULL;
+    }
+    self->l = l;
+    self->busy = 0;
+    self->close_pending = 0;
+    self->pid = getpid();
+    return (PyObject *)self;
+}
+
+/* connect(cls, address: bytes, authkey, dialect, digest, timeout) */
+static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
+{
+    PyTypeObject *cls;
+    PyObject *addr, *key, *digest, *timeout;
+    int dialect;
+    mpc_options o;
+    mpc_error e;
+    mpc_conn *c = NULL;
+    const char *a;
+    mpc_ms ms, hs_ms;
+    mpc_status st;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "O!OOiOO:connect", &PyType_Type, &cls, &addr, &key, &dialect,
+                          &digest, &timeout))
+        return NULL;
+    if (!(a = mpcpy_address(addr)))
+        return NULL;
+    ms = mpcpy_timeout_ms(timeout, 0);
+    if (ms == -2)
+        return NULL;
+    if (timeout != Py_None && ms == 0)
+        ms = 1;
+    hs_ms = ms > 0 ? ms : MPC_FOREVER;
+    if (mpcpy_options(&o, key, dialect, digest, hs_ms, ms, 0) < 0)
+        return NULL;
+    memset(&e, 0, sizeof e);
+    Py_BEGIN_ALLOW_THREADS
+    st = mpc_connect(a, &o, &c, &e);
+    Py_END_ALLOW_THREADS
+    if (st != MPC_OK)
+        return mpcpy_raise_err(&e);
+    return mpcpy_conn_new_from(cls, c);
+}
+
+/* pipe(cls, duplex) -> (a, b) */
+static PyObject *mpcpy_pipe(PyObject *mod, PyObject *args)
+{
+    PyTypeObject *cls;
+    int duplex;
+    mpc_options o;
+    mpc_error e;
+    mpc_conn *a = NULL, *b = NULL;
+    PyObject *pa, *pb;
+    mpc_status st;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "O!p:pipe", &PyType_Type, &cls, &duplex))
+        return NULL;
+    mpc_options_init(&o);
+    o.interrupt = mpcpy_interrupt;
+    memset(&e, 0, sizeof e);
+    st = mpc_pipe(duplex, &o, &a, &b, &e);
+    if (st != MPC_OK)
+        return mpcpy_raise_err(&e);
+    pa = mpcpy_conn_new_from(cls, a);
+    if (!pa) {
+        mpc_conn_close(b);
+        return NULL;
+    }
+    pb = mpcpy_conn_new_from(cls, b);
+    if (!pb) {
+        Py_DECREF(pa);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", pa, pb);
+}
+
+/* _setup(error_factory, dumps, loads) */
+static PyObject *mpcpy_setup(PyObject *mod, PyObject *args)
+{
+    PyObject *f, *d, *l;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "OOO:_setup", &f, &d, &l))
+        return NULL;
+    Py_INCREF(f);
+    Py_INCREF(d);
+    Py_INCREF(l);
+    Py_XDECREF(mpcpy_error_factory);
+    Py_XDECREF(mpcpy_dumps);
+    Py_XDECREF(mpcpy_loads);
+    mpcpy_error_factory = f;
+    mpcpy_dumps = d;
+    mpcpy_loads = l;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mpcpy_functions[] = {
+    {"listen", mpcpy_listen, METH_VARARGS, NULL},
+    {"connect", mpcpy_connect, METH_VARARGS, NULL},
+    {"pipe", mpcpy_pipe, METH_VARARGS, NULL},
+    {"_setup", mpcpy_setup, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static int mpcpy_module_init(PyObject *m)
+{
+    mpcpy_conn_type.tp_dealloc = (destructor)mpcpy_conn_dealloc;
+    mpcpy_conn_type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
+    mpcpy_conn_type.tp_doc = "The C part of mpconn.Connection (one mpc_conn).";
+    mpcpy_conn_type.tp_methods = mpcpy_conn_methods;
+    mpcpy_conn_type.tp_getset = mpcpy_conn_getset;
+    mpcpy_conn_type.tp_init = (initproc)mpcpy_conn_init;
+    mpcpy_conn_type.tp_new = PyType_GenericNew;
+    if (PyType_Ready(&mpcpy_conn_type) < 0)
+        return -1;
+    mpcpy_listener_type.tp_dealloc = (destructor)mpcpy_listener_dealloc;
+    mpcpy_listener_type.tp_flags = Py_TPFLAGS_DEFAULT;
+    mpcpy_listener_type.tp_doc = "One mpc_listener (used by mpconn.Listener).";
+    mpcpy_listener_type.tp_methods = mpcpy_listener_methods;
+    mpcpy_listener_type.tp_getset = mpcpy_listener_getset;
+    if (PyType_Ready(&mpcpy_listener_type) < 0)
+        return -1;
+    Py_INCREF(&mpcpy_conn_type);
+    if (PyModule_AddObject(m, "ConnectionBase", (PyObject *)&mpcpy_conn_type) < 0)
+        return -1;
+    Py_INCREF(&mpcpy_listener_type);
+    if (PyModule_AddObject(m, "ListenerHandle", (PyObject *)&mpcpy_listener_type) < 0)
+        return -1;
+    return PyModule_AddFunctions(m, mpcpy_functions);
+}
+%}
+
+%init %{
+    if (mpcpy_module_init(m) < 0) {
+#if SWIG_VERSION >= 0x040200
+        return -1;
+#else
+        return NULL;
+#endif
+    }
+%}
+
+/* Names the Python layer reads from _core (the SWIG module re-exports them
+ * from the extension). */
+%pythoncode %{
+ConnectionBase = _core.ConnectionBase
+ListenerHandle = _core.ListenerHandle
+listen = _core.listen
+connect = _core.connect
+pipe = _core.pipe
+_setup = _core._setup
+%}

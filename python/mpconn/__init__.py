@@ -1,0 +1,46 @@
+"""mpconn: a faster, drop-in ``multiprocessing.connection`` on libmpconn.
+
+    from mpconn import Listener, Client
+
+Same names, signatures, behaviours and exceptions as CPython's
+multiprocessing.connection, byte-compatible on the wire with every CPython
+version (both handshake dialects), plus keyword-only extras (timeouts, a
+dialect/digest choice, a batched send).
+"""
+
+from .core import mpc_version as _mpc_version
+from .connection import (
+    BUFSIZE,
+    CONNECTION_TIMEOUT,
+    AuthenticationError,
+    BufferTooShort,
+    Client,
+    Connection,
+    Listener,
+    Pipe,
+    address_type,
+    answer_challenge,
+    arbitrary_address,
+    default_family,
+    deliver_challenge,
+    families,
+    wait,
+)
+
+__version__ = _mpc_version()
+
+__all__ = [
+    "Client",
+    "Listener",
+    "Pipe",
+    "wait",
+    "Connection",
+    "AuthenticationError",
+    "BufferTooShort",
+    "deliver_challenge",
+    "answer_challenge",
+    "address_type",
+    "arbitrary_address",
+    "families",
+    "default_family",
+]

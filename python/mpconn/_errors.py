@@ -1,0 +1,60 @@
+"""The one table that turns a C status (mpc_status_name()) into the exception
+CPython's multiprocessing.connection raises in the same situation.
+
+Every failure of the C core reaches Python through make_error(): the
+extension calls it with (status_name, message, errno, payload) and raises
+what it returns.  Messages that CPython fixes (``"bad message length"``,
+``"handle is closed"`` ...) come from here, not from the C detail text, so
+they match CPython exactly; the C text is used where CPython's words are
+the C core's (authentication) or where there is no CPython equivalent.
+"""
+
+import errno as _errno
+import os
+import socket
+
+from multiprocessing import AuthenticationError, BufferTooShort
+
+__all__ = ["make_error", "STATUS_EXCEPTIONS"]
+
+
+def _os_error(message, err, payload):
+    if err:
+        # OSError(errno, text) picks the subclass (ConnectionRefusedError,
+        # BrokenPipeError ...), as CPython's socket calls do.
+        return OSError(err, os.strerror(err))
+    return OSError(message)
+
+
+def _intr(message, err, payload):
+    return InterruptedError(_errno.EINTR, message)
+
+
+# status name -> factory(message, errno, payload) -> exception instance
+STATUS_EXCEPTIONS = {
+    "EOF": lambda m, e, p: EOFError(),
+    "TIMEOUT": lambda m, e, p: TimeoutError(m),
+    "AUTH": lambda m, e, p: AuthenticationError(m),
+    "PROTO": lambda m, e, p: OSError(m),
+    "TOOLONG": lambda m, e, p: OSError("bad message length"),
+    "TOOSHORT": lambda m, e, p: BufferTooShort(p),
+    "CLOSED": lambda m, e, p: OSError("handle is closed"),
+    "OS": _os_error,
+    "INVAL": lambda m, e, p: ValueError(m),
+    "NOMEM": lambda m, e, p: MemoryError(m),
+    "TRUNCATED": lambda m, e, p: OSError("got end of file during message"),
+    "AGAIN": lambda m, e, p: BlockingIOError(_errno.EAGAIN, m),
+    "INTR": _intr,
+    "NOTREADABLE": lambda m, e, p: OSError("connection is write-only"),
+    "NOTWRITABLE": lambda m, e, p: OSError("connection is read-only"),
+    "RESOLVE": lambda m, e, p: socket.gaierror(m),
+    "VALUE": lambda m, e, p: ValueError(m),
+}
+
+
+def make_error(name, message, err=0, payload=None):
+    """Return the exception for a C status name (never raises itself)."""
+    factory = STATUS_EXCEPTIONS.get(name)
+    if factory is None:
+        return OSError("%s: %s" % (name, message))
+    return factory(message, err, payload)

@@ -1,0 +1,427 @@
+"""Drop-in replacement for multiprocessing.connection, on libmpconn.
+
+Same names, signatures, defaults, behaviours, exceptions and error texts as
+CPython's module (see PROTOCOL.md section 3 in the project), so existing code
+only changes its import.  Extras are keyword-only and change nothing for
+existing code:
+
+* ``Listener(..., *, dialect='modern', digest='sha256', handshake_timeout=None)``
+* ``Listener.accept(*, timeout=None)``
+* ``Client(..., *, timeout=None, dialect='modern', digest='sha256')``
+* ``Connection.send_bytes_many(buffers)``: many messages in one system call.
+
+``dialect`` is the handshake we offer when we challenge: ``'modern'``
+(``{sha256}``, CPython >= 3.12; still accepts legacy replies), ``'legacy'``
+(20-byte MD5 challenge, exactly CPython <= 3.11) or ``'strict'`` (modern, and
+MD5 refused both ways).  We always answer both dialects (except MD5 in
+strict mode), so every CPython version can talk to us.
+
+The hot methods of Connection (send_bytes, recv_bytes, recv_bytes_into,
+poll, send, recv) are implemented in C (mpconn.core.ConnectionBase); they
+release the GIL whenever they may block and never copy payloads through an
+intermediate Python object.
+"""
+
+import os
+import selectors
+import socket
+import sys
+import time
+
+import multiprocessing.connection as _stock
+from multiprocessing import AuthenticationError, BufferTooShort, reduction, util
+
+from . import core as _core
+from ._errors import make_error
+
+__all__ = ["Client", "Listener", "Pipe", "wait"]
+
+# Module-level names that are CPython's own (identical behaviour by
+# construction, including the version-dependent temporary socket names).
+families = _stock.families
+default_family = _stock.default_family
+address_type = _stock.address_type
+arbitrary_address = _stock.arbitrary_address
+BUFSIZE = 8192
+CONNECTION_TIMEOUT = 20.0
+
+_MESSAGE_LENGTH = 256  # every handshake read (PROTOCOL.md 2.1)
+
+_DIALECTS = {
+    "modern": _core.MPC_DIALECT_MODERN,
+    "legacy": _core.MPC_DIALECT_LEGACY,
+    "strict": _core.MPC_DIALECT_STRICT,
+}
+
+_core._setup(make_error, reduction.ForkingPickler.dumps, reduction.ForkingPickler.loads)
+
+
+def _dialect_code(dialect):
+    try:
+        return _DIALECTS[dialect]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "dialect must be one of %s, not %r" % (", ".join(sorted(_DIALECTS)), dialect)
+        ) from None
+
+
+def _check_digest(digest):
+    if digest is not None and not isinstance(digest, str):
+        raise TypeError("digest must be a str, not %s" % type(digest).__name__)
+    return digest
+
+
+# ---------------------------------------------------------------------------
+# Connection
+# ---------------------------------------------------------------------------
+
+
+class Connection(_core.ConnectionBase):
+    """Connection(handle, readable=True, writable=True)
+
+    A connection over a socket or pipe descriptor (which it takes over).
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, exc_tb):
+        self.close()
+
+
+def _raise_status(status, message):
+    raise make_error(_core.mpc_status_name(status), message or _core.mpc_strerror(status))
+
+
+def _check_authkey_type(authkey):
+    if not isinstance(authkey, bytes):
+        raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+
+
+def deliver_challenge(connection, authkey, digest_name="sha256", *, dialect="modern"):
+    """Challenge the peer to prove it knows authkey (the server's first leg).
+
+    Works with mpconn Connections (in C, GIL released) and with any object
+    that has send_bytes/recv_bytes, such as a stock CPython Connection.
+    """
+    _check_authkey_type(authkey)
+    code = _dialect_code(dialect)
+    if isinstance(connection, _core.ConnectionBase):
+        connection._handshake(0, authkey, code, digest_name, None)
+        return
+    n = _core.MPC_HS_LEGACY_RANDOM if code == _core.MPC_DIALECT_LEGACY else _core.MPC_HS_MODERN_RANDOM
+    status, random = _core.mpc_random(n)
+    if status:
+        _raise_status(status, None)
+    status, challenge, message = _core.mpc_hs_challenge(code, digest_name, random)
+    if status:
+        _raise_status(status, message)
+    connection.send_bytes(challenge)
+    reply = connection.recv_bytes(_MESSAGE_LENGTH)
+    status, message = _core.mpc_hs_verify(code, authkey, challenge, reply)
+    if status:
+        connection.send_bytes(_core.MPC_HS_FAILURE.encode())
+        _raise_status(status, message)
+    connection.send_bytes(_core.MPC_HS_WELCOME.encode())
+
+
+def answer_challenge(connection, authkey, *, dialect="modern"):
+    """Answer the peer's challenge with authkey (the client's first leg)."""
+    _check_authkey_type(authkey)
+    code = _dialect_code(dialect)
+    if isinstance(connection, _core.ConnectionBase):
+        connection._handshake(1, authkey, code, None, None)
+        return
+    challenge = connection.recv_bytes(_MESSAGE_LENGTH)
+    status, reply, message = _core.mpc_hs_respond(code, authkey, challenge)
+    if status:
+        _raise_status(status, message)
+    connection.send_bytes(reply)
+    verdict = connection.recv_bytes(_MESSAGE_LENGTH)
+    status, message = _core.mpc_hs_check_welcome(verdict)
+    if status:
+        _raise_status(status, message)
+
+
+# ---------------------------------------------------------------------------
+# Addresses: Python forms <-> the C string syntax ("host:port", "[v6]:port",
+# "/path", "@abstract").
+# ---------------------------------------------------------------------------
+
+
+def _validate_family(family):
+    if sys.platform != "win32" and family == "AF_PIPE":
+        raise ValueError("Family %s is not recognized." % family)
+    if family not in ("AF_INET", "AF_INET6", "AF_UNIX"):
+        getattr(socket, family)  # AttributeError for a non-family, as CPython
+        raise ValueError("Family %s is not supported by mpconn." % family)
+
+
+def _inet_address(address, family):
+    if not isinstance(address, tuple) or not 2 <= len(address) <= (4 if family == "AF_INET6" else 2):
+        if family == "AF_INET6" or (isinstance(address, tuple) and len(address) == 4):
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    host, port = address[0], address[1]
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("ascii")
+    if not isinstance(host, str):
+        raise TypeError("str, bytes or bytearray expected, not %s" % type(host).__name__)
+    port = port.__index__() if hasattr(port, "__index__") else port
+    if not isinstance(port, int):
+        raise TypeError("'%s' object cannot be interpreted as an integer" % type(port).__name__)
+    if not 0 <= port <= 65535:
+        raise OverflowError("port must be 0-65535.")
+    if family == "AF_INET6" or ":" in host:
+        if host == "":
+            host = "::"
+        elif ":" not in host:
+            # A name: resolve it to an IPv6 literal here so the C side
+            # cannot pick IPv4 for an AF_INET6 listener or client.
+            infos = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM)
+            host = infos[0][4][0]
+        return ("[%s]:%d" % (host, port)).encode("ascii")
+    try:
+        text = host.encode("ascii")
+    except UnicodeEncodeError:
+        text = host.encode("idna")
+    return text + b":" + str(port).encode("ascii")
+
+
+def _unix_address(address):
+    if isinstance(address, str):
+        if address.startswith("\0"):
+            return b"@" + os.fsencode(address[1:])
+        path = os.fsencode(address)
+    elif isinstance(address, (bytes, bytearray)):
+        if address[:1] == b"\0":
+            return b"@" + bytes(address[1:])
+        path = bytes(address)
+    elif isinstance(address, os.PathLike):
+        path = os.fsencode(address)
+    else:
+        raise TypeError("a bytes-like object is required, not '%s'" % type(address).__name__)
+    if b"\0" in path:
+        raise ValueError("embedded null byte")
+    if not path.startswith(b"/"):
+        path = b"./" + path  # keeps "a:b" or "@x" from reading as TCP/abstract
+    return path
+
+
+def _to_c_address(address, family):
+    if family in ("AF_INET", "AF_INET6"):
+        return _inet_address(address, family)
+    return _unix_address(address)
+
+
+def _inet_from_c(text, family):
+    host, _, port = text.rpartition(":")
+    if host.startswith("["):
+        return (host[1:-1], int(port), 0, 0)
+    if family == "AF_INET6":
+        return (host, int(port), 0, 0)
+    return (host, int(port))
+
+
+# ---------------------------------------------------------------------------
+# Listener / Client / Pipe
+# ---------------------------------------------------------------------------
+
+
+def _close_handle(handle):
+    handle.close()
+
+
+class Listener(object):
+    """Listener(address=None, family=None, backlog=1, authkey=None)
+
+    Returns a listener object with accept() and close() methods.  Extras
+    (keyword-only): dialect, digest, handshake_timeout (seconds; None = no
+    deadline, as CPython).
+    """
+
+    def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
+                 dialect="modern", digest="sha256", handshake_timeout=None):
+        family = family or (address and address_type(address)) or default_family
+        address = address or arbitrary_address(family)
+        _validate_family(family)
+        if family == "AF_INET" and isinstance(address, tuple) and len(address) == 4:
+            family = "AF_INET6"
+        caddr = _to_c_address(address, family)
+        code = _dialect_code(dialect)
+        _check_digest(digest)
+        bad_key = authkey is not None and not isinstance(authkey, bytes)
+        self._handle = None
+        self._finalizer = None
+        handle = _core.listen(caddr, None if bad_key else authkey, int(backlog), code,
+                              digest, handshake_timeout)
+        self._handle = handle
+        self._family = handle.family()
+        if self._family == "AF_UNIX":
+            if caddr.startswith(b"@"):
+                self._address = b"\0" + caddr[1:]
+            else:
+                self._address = address if isinstance(address, str) else os.fsdecode(address)
+                # Unlinks the socket file at interpreter exit (and only in
+                # this process), as CPython's Finalize does.
+                self._finalizer = util.Finalize(self, _close_handle, args=(handle,),
+                                                exitpriority=0)
+        else:
+            self._address = _inet_from_c(handle.address(), self._family)
+        self._last_accepted = None
+        self._authkey = authkey
+        if bad_key:
+            # CPython binds first and then refuses the key.
+            self.close()
+            raise TypeError("authkey should be a byte string")
+
+    def accept(self, *, timeout=None):
+        """Accept a connection on the bound socket or named pipe of `self`.
+
+        Returns a `Connection` object.  timeout (keyword-only, seconds)
+        limits the wait for a client: TimeoutError when it passes.
+        """
+        handle = self._handle
+        if handle is None:
+            raise OSError("listener is closed")
+        conn = handle.accept(Connection, timeout)
+        peer = conn._peer()
+        self._last_accepted = _inet_from_c(peer, self._family) if peer else ""
+        return conn
+
+    def close(self):
+        """Close the bound socket or named pipe of `self`."""
+        handle = self._handle
+        if handle is not None:
+            self._handle = None
+            if self._finalizer is not None:
+                self._finalizer()
+            else:
+                handle.close()
+
+    def fileno(self):
+        if self._handle is None:
+            raise OSError("listener is closed")
+        return self._handle.fileno()
+
+    @property
+    def address(self):
+        if self._handle is None:
+            raise AttributeError("'NoneType' object has no attribute '_address'")
+        return self._address
+
+    @property
+    def last_accepted(self):
+        if self._handle is None:
+            raise AttributeError("'NoneType' object has no attribute '_last_accepted'")
+        return self._last_accepted
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, exc_tb):
+        self.close()
+
+    def __del__(self):
+        handle = getattr(self, "_handle", None)
+        if handle is not None and self._finalizer is None:
+            handle.close()
+
+
+def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern",
+           digest="sha256"):
+    """Returns a connection to the address of a `Listener`.
+
+    Extras (keyword-only): timeout (seconds, covers connect and handshake;
+    TimeoutError), dialect, digest.
+    """
+    family = family or address_type(address)
+    _validate_family(family)
+    if isinstance(address, tuple):
+        # Unlike CPython, an IPv6 address (4-tuple, v6 literal or
+        # family='AF_INET6') works.
+        kind = "AF_INET6" if (family == "AF_INET6" or len(address) == 4) else "AF_INET"
+    else:
+        kind = "AF_UNIX"
+    caddr = _to_c_address(address, kind)
+    code = _dialect_code(dialect)
+    _check_digest(digest)
+    bad_key = authkey is not None and not isinstance(authkey, bytes)
+    conn = _core.connect(Connection, caddr, None if bad_key else authkey, code, digest, timeout)
+    if bad_key:
+        conn.close()
+        raise TypeError("authkey should be a byte string")
+    return conn
+
+
+def Pipe(duplex=True):
+    """Returns pair of connection objects at either end of a pipe.
+
+    duplex=False gives (reader, writer) over os.pipe().
+    """
+    return _core.pipe(Connection, bool(duplex))
+
+
+# ---------------------------------------------------------------------------
+# wait()
+# ---------------------------------------------------------------------------
+
+if hasattr(selectors, "PollSelector"):
+    _WaitSelector = selectors.PollSelector
+else:  # pragma: no cover
+    _WaitSelector = selectors.SelectSelector
+
+
+def wait(object_list, timeout=None):
+    """Wait till an object in object_list is ready/readable.
+
+    Accepts mpconn Connections, stock multiprocessing Connections, sockets,
+    raw file descriptors and Process sentinels.  Returns list of those
+    objects in object_list which are ready/readable.  An mpconn Connection
+    with data already in its read buffer counts as ready.
+    """
+    object_list = list(object_list)
+    buffered = [o for o in object_list
+                if isinstance(o, _core.ConnectionBase) and o._buffered()]
+    with _WaitSelector() as selector:
+        for obj in object_list:
+            selector.register(obj, selectors.EVENT_READ)
+        if buffered:
+            timeout = 0
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+        while True:
+            ready = selector.select(timeout)
+            if ready or buffered:
+                ids = set(map(id, buffered))
+                result = list(buffered)
+                for key, _events in ready:
+                    if id(key.fileobj) not in ids:
+                        ids.add(id(key.fileobj))
+                        result.append(key.fileobj)
+                return result
+            if timeout is not None:
+                timeout = deadline - time.monotonic()
+                if timeout < 0:
+                    return ready
+
+
+# ---------------------------------------------------------------------------
+# Passing connections to child processes (fork, spawn, forkserver; and over
+# other connections): the descriptor travels by DupFd, as for CPython's
+# Connection objects.
+# ---------------------------------------------------------------------------
+
+
+def _reduce_connection(conn):
+    if conn._buffered():
+        raise ValueError("cannot pickle a Connection with unread buffered data")
+    dup = reduction.DupFd(conn.fileno())
+    return _rebuild_connection, (dup, conn.readable, conn.writable)
+
+
+def _rebuild_connection(dup, readable, writable):
+    return Connection(dup.detach(), readable, writable)
+
+
+reduction.register(Connection, _reduce_connection)
