@@ -1,0 +1,539 @@
+--- mpconn: CPython multiprocessing.connection's wire protocol for Lua 5.4.
+--
+--   local mpconn = require "mpconn"
+--   local l = assert(mpconn.listen("127.0.0.1:0", {authkey = "secret"}))
+--   local c = assert(l:accept(5.0))       -- conn, or nil, message, code
+--   local msg, err = c:recv_bytes()       -- string, or nil, "closed" at end of file
+--   c:send_bytes("reply")                 -- true, or nil, message, code
+--
+-- This file is the idiomatic layer over the SWIG-built core "mpconn.core"
+-- (bindings/lua/mpconn_lua.i), which it loads; it holds no protocol logic.
+--
+-- Conventions (as LuaSocket, luv and lzmq):
+--   * An expected failure returns nil, message, code.  code is the status
+--     name of the C library ("EOF", "TIMEOUT", "AUTH", "OS", "TOOLONG",
+--     "PROTO", "TRUNCATED", "RESOLVE", ...).  End of file is
+--     nil, "closed", "EOF".  So `assert(conn:send_bytes(s))` works.
+--   * Misuse raises: wrong argument types, unknown options, a closed
+--     object, receiving on a write-only end or sending on a read-only one.
+--   * Strings are binary-safe both ways; integers stay integers.
+--   * Durations are seconds (numbers).  nil means "no limit" unless said
+--     otherwise; a negative value or math.huge also means no limit.
+--   * Objects close themselves when collected (__gc) and when a to-be-closed
+--     variable goes out of scope (local c <close> = ...).  close() may be
+--     called any number of times.
+--   * No globals are created.
+--
+-- Addresses are strings: "host:port", "[v6]:port", "/path/to.sock",
+-- "@abstract-name".  Port 0 binds an ephemeral port; listener.address tells
+-- the real one.
+--
+-- Options (a table, all optional):
+--   authkey            string; no key = no handshake ("" is a real, empty key)
+--   dialect            "modern" (default), "legacy" (CPython <= 3.11
+--                      challenges) or "strict" (modern, refusing MD5)
+--   digest             digest named in our challenges ("sha256" default)
+--   backlog            listen backlog (integer, default 1)
+--   timeout            seconds for connect and for the handshake
+--   connect_timeout, handshake_timeout   override timeout for one of them
+--   io_timeout         seconds each send/recv may take (default: no limit)
+--   max_message_size   largest message recv accepts, in bytes
+--   unix_mode          mode bits of a Unix socket file created by listen
+--
+-- recv_bytes_into is not offered: Lua strings are immutable, so there is no
+-- caller buffer to receive into; recv_bytes(maxlength) bounds the size.
+--
+-- Writing to a one-way pipe (mpconn.pipe(false)) whose reader is gone raises
+-- SIGPIPE, which the stand-alone lua interpreter does not ignore; sockets
+-- never raise it.
+
+local core = require "mpconn.core"
+
+local type, error, setmetatable, getmetatable, tostring, pairs =
+  type, error, setmetatable, getmetatable, tostring, pairs
+local math_type, math_ceil, huge = math.type, math.ceil, math.huge
+local format = string.format
+
+local c_send, c_send_many, c_recv = core.mpc_send_bytes, core.mpc_send_many, core.mpc_recv_bytes
+local c_poll, c_wait = core.mpc_poll, core.mpc_wait
+local c_errmsg, c_conn_close = core.mpc_conn_errmsg, core.mpc_conn_close
+
+local M = {
+  _VERSION = core.mpc_version(),
+  --- The compiled core (the C API as SWIG wraps it), for advanced use.
+  core = core,
+}
+
+---------------------------------------------------------------------------
+-- Status codes
+---------------------------------------------------------------------------
+local OK, EOF = core.MPC_OK, core.MPC_EOF
+local NAMES = {}
+setmetatable(NAMES, { __index = function(t, st)
+  local name = core.mpc_status_name(st)
+  t[st] = name
+  return name
+end })
+
+-- Statuses that mean the caller misused the object: raised, not returned.
+local MISUSE = {
+  [core.MPC_CLOSED] = true, [core.MPC_INVAL] = true,
+  [core.MPC_NOTREADABLE] = true, [core.MPC_NOTWRITABLE] = true,
+}
+
+--- Status name -> number, e.g. mpconn.status.EOF == 1.
+M.status = {}
+for st = 0, 63 do
+  local name = core.mpc_status_name(st)
+  if name == "UNKNOWN" then break end
+  M.status[name] = st
+end
+
+---------------------------------------------------------------------------
+-- Argument helpers
+---------------------------------------------------------------------------
+local function argerror(n, fname, msg, level)
+  error(format("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 2) + 1)
+end
+
+local MS_MAX = 2 ^ 53
+
+-- Seconds (number) -> milliseconds (integer).  nil -> default; negative,
+-- math.huge -> -1 (no limit); a positive value never rounds down to 0.
+local function to_ms(t, n, fname, default)
+  if t == nil then return default end
+  if type(t) ~= "number" then
+    argerror(n, fname, "number of seconds expected, got " .. type(t), 3)
+  end
+  if t ~= t then argerror(n, fname, "timeout is NaN", 3) end
+  if t < 0 or t == huge then return -1 end
+  local ms = t * 1000
+  if ms >= MS_MAX then return -1 end
+  ms = math_ceil(ms)
+  return ms
+end
+
+local DIALECTS = {
+  modern = core.MPC_DIALECT_MODERN,
+  legacy = core.MPC_DIALECT_LEGACY,
+  strict = core.MPC_DIALECT_STRICT,
+}
+
+local OPTION_KEYS = {
+  authkey = true, dialect = true, digest = true, backlog = true, timeout = true,
+  connect_timeout = true, handshake_timeout = true, io_timeout = true,
+  max_message_size = true, unix_mode = true,
+}
+
+local function opt_ms(v, key, fname)
+  if v == nil then return nil end
+  if type(v) ~= "number" or v ~= v then
+    error(format("option %s to '%s': number of seconds expected, got %s", key, fname, type(v)), 4)
+  end
+  if v < 0 or v == huge then return -1 end
+  local ms = math_ceil(v * 1000)
+  if ms == 0 then ms = 1 end -- 0 would mean "the default" to the C library
+  if ms >= MS_MAX then return -1 end
+  return ms
+end
+
+local function opt_int(v, key, fname)
+  if v == nil then return nil end
+  if math_type(v) ~= "integer" or v < 0 then
+    error(format("option %s to '%s': non-negative integer expected, got %s", key, fname,
+      math_type(v) or type(v)), 4)
+  end
+  return v
+end
+
+-- The user's options table -> the table of C field names the core reads.
+local function c_options(opts, n, fname)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then argerror(n, fname, "options table expected, got " .. type(opts), 3) end
+  for k in pairs(opts) do
+    if not OPTION_KEYS[k] then error(format("unknown option '%s' to '%s'", tostring(k), fname), 3) end
+  end
+  local o = {}
+  local key = opts.authkey
+  if key ~= nil and type(key) ~= "string" then
+    error(format("option authkey to '%s': string expected, got %s", fname, type(key)), 3)
+  end
+  o.authkey = key
+  local d = opts.dialect
+  if d ~= nil then
+    o.dialect = DIALECTS[d]
+    if not o.dialect then
+      error(format("option dialect to '%s': \"modern\", \"legacy\" or \"strict\" expected, got %s",
+        fname, tostring(d)), 3)
+    end
+  end
+  if opts.digest ~= nil and type(opts.digest) ~= "string" then
+    error(format("option digest to '%s': string expected, got %s", fname, type(opts.digest)), 3)
+  end
+  o.digest = opts.digest
+  o.backlog = opt_int(opts.backlog, "backlog", fname)
+  o.max_message_size = opt_int(opts.max_message_size, "max_message_size", fname)
+  o.unix_mode = opt_int(opts.unix_mode, "unix_mode", fname)
+  local t = opt_ms(opts.timeout, "timeout", fname)
+  o.connect_timeout = opt_ms(opts.connect_timeout, "connect_timeout", fname) or t
+  o.handshake_timeout = opt_ms(opts.handshake_timeout, "handshake_timeout", fname) or t
+  o.io_timeout = opt_ms(opts.io_timeout, "io_timeout", fname)
+  return o
+end
+
+---------------------------------------------------------------------------
+-- Connection
+---------------------------------------------------------------------------
+local Connection = {}
+local Conn_mt = {
+  __name = "mpconn.Connection",
+  __index = Connection,
+}
+
+local function wrap_conn(h)
+  return setmetatable({ _conn = h }, Conn_mt)
+end
+
+-- Raises the right error for a method called on something without a live
+-- handle.
+local function dead(self, what)
+  if getmetatable(self) ~= Conn_mt then
+    error(format("bad self to '%s' (mpconn connection expected, got %s)", what, type(self)), 3)
+  end
+  error(format("%s: connection is closed", what), 3)
+end
+
+-- nil, message, code for an expected failure of a call on h; raises misuse.
+local function conn_fail(h, st, level)
+  if st == EOF then return nil, "closed", "EOF" end
+  local msg = c_errmsg(h)
+  if msg == nil or msg == "" then msg = core.mpc_strerror(st) end
+  if MISUSE[st] then error(msg, (level or 2) + 1) end
+  return nil, msg, NAMES[st]
+end
+
+--- conn:send_bytes(s [, i [, j]]) -> true | nil, message, code
+-- Sends s (or s:sub(i, j), with string.sub's rules) as one message.
+function Connection:send_bytes(s, i, j)
+  local h = self._conn
+  if not h then dead(self, "send_bytes") end
+  if type(s) ~= "string" then argerror(1, "send_bytes", "string expected, got " .. type(s)) end
+  if i ~= nil or j ~= nil then s = s:sub(i or 1, j or -1) end
+  local st = c_send(h, s)
+  if st == OK then return true end
+  return conn_fail(h, st)
+end
+
+--- conn:send_many({s1, s2, ...}) -> true | nil, message, code
+-- Sends each string as its own message, with as few system calls as the
+-- kernel allows; the bytes on the wire equal one send_bytes per string.
+function Connection:send_many(list)
+  local h = self._conn
+  if not h then dead(self, "send_many") end
+  if type(list) ~= "table" then argerror(1, "send_many", "table of strings expected, got " .. type(list)) end
+  local st = c_send_many(h, list)
+  if st == OK then return true end
+  return conn_fail(h, st)
+end
+
+--- conn:recv_bytes([maxlength]) -> string | nil, message, code
+-- Receives one whole message.  A message longer than maxlength gives
+-- nil, message, "TOOLONG" and (as CPython) leaves the connection unreadable.
+function Connection:recv_bytes(maxlength)
+  local h = self._conn
+  if not h then dead(self, "recv_bytes") end
+  if maxlength == nil then
+    maxlength = -1
+  elseif math_type(maxlength) ~= "integer" or maxlength < 0 then
+    argerror(1, "recv_bytes", "non-negative integer expected, got " .. (math_type(maxlength) or type(maxlength)))
+  end
+  local st, s = c_recv(h, maxlength)
+  if st == OK then return s end
+  return conn_fail(h, st)
+end
+
+--- Not offered; raises with the reason.
+function Connection:recv_bytes_into()
+  error("recv_bytes_into is not offered in Lua: strings are immutable, so there is no buffer "
+    .. "to receive into; use recv_bytes([maxlength])", 2)
+end
+
+--- conn:poll([timeout]) -> boolean | nil, message, code
+-- True if a message (or end of file) is waiting; waits up to timeout
+-- seconds (default 0: check once without blocking).
+function Connection:poll(timeout)
+  local h = self._conn
+  if not h then dead(self, "poll") end
+  local st, ready = c_poll(h, to_ms(timeout, 1, "poll", 0))
+  if st == OK then return ready end
+  return conn_fail(h, st)
+end
+
+--- conn:fileno() -> integer
+function Connection:fileno()
+  local h = self._conn
+  if not h then dead(self, "fileno") end
+  return core.mpc_conn_fileno(h)
+end
+
+--- conn:close(): closes the connection; later calls do nothing.
+function Connection:close()
+  local h = self._conn
+  if h then
+    self._conn = nil
+    c_conn_close(h)
+  elseif getmetatable(self) ~= Conn_mt then
+    dead(self, "close")
+  end
+end
+
+--- conn:is_closed(), conn:is_readable(), conn:is_writable() -> boolean
+function Connection:is_closed()
+  if getmetatable(self) ~= Conn_mt then dead(self, "is_closed") end
+  return self._conn == nil
+end
+function Connection:is_readable()
+  local h = self._conn
+  if not h then dead(self, "is_readable") end
+  return core.mpc_conn_readable(h) ~= 0
+end
+function Connection:is_writable()
+  local h = self._conn
+  if not h then dead(self, "is_writable") end
+  return core.mpc_conn_writable(h) ~= 0
+end
+
+--- conn:peer() -> string: "host:port" for TCP, "" for Unix sockets and pipes.
+function Connection:peer()
+  local h = self._conn
+  if not h then dead(self, "peer") end
+  return core.mpc_conn_peer(h)
+end
+
+--- conn:buffered() -> integer: bytes read from the socket, not yet returned.
+function Connection:buffered()
+  local h = self._conn
+  if not h then dead(self, "buffered") end
+  return core.mpc_conn_buffered(h)
+end
+
+--- conn:set_timeout(seconds | nil): deadline of each send/recv (nil: none).
+function Connection:set_timeout(t)
+  local h = self._conn
+  if not h then dead(self, "set_timeout") end
+  core.mpc_conn_set_timeout(h, to_ms(t, 1, "set_timeout", -1))
+end
+
+--- conn:detach() -> fd: forgets the connection without closing its
+-- descriptor (the caller owns the fd).
+function Connection:detach()
+  local h = self._conn
+  if not h then dead(self, "detach") end
+  self._conn = nil
+  return core.mpc_conn_detach(h)
+end
+
+--- conn:deliver_challenge(key [, opts]), conn:answer_challenge(key [, opts])
+-- -> true | nil, message, code: the handshake legs, for connections made
+-- without an authkey (e.g. from mpconn.pipe()).
+function Connection:deliver_challenge(key, opts)
+  local h = self._conn
+  if not h then dead(self, "deliver_challenge") end
+  if type(key) ~= "string" then argerror(1, "deliver_challenge", "string expected, got " .. type(key)) end
+  local st = core.mpc_conn_deliver_challenge(h, key, c_options(opts, 2, "deliver_challenge"))
+  if st == OK then return true end
+  return conn_fail(h, st)
+end
+function Connection:answer_challenge(key, opts)
+  local h = self._conn
+  if not h then dead(self, "answer_challenge") end
+  if type(key) ~= "string" then argerror(1, "answer_challenge", "string expected, got " .. type(key)) end
+  local st = core.mpc_conn_answer_challenge(h, key, c_options(opts, 2, "answer_challenge"))
+  if st == OK then return true end
+  return conn_fail(h, st)
+end
+
+local function conn_gc(self)
+  local h = rawget(self, "_conn")
+  if h then
+    self._conn = nil
+    c_conn_close(h)
+  end
+end
+Conn_mt.__gc = conn_gc
+Conn_mt.__close = conn_gc
+Conn_mt.__tostring = function(self)
+  local h = rawget(self, "_conn")
+  if not h then return "mpconn.Connection (closed)" end
+  return format("mpconn.Connection (fd %d)", core.mpc_conn_fileno(h))
+end
+
+---------------------------------------------------------------------------
+-- Listener
+---------------------------------------------------------------------------
+local Listener = {}
+local Listener_mt = {
+  __name = "mpconn.Listener",
+  __index = Listener,
+}
+
+local function listener_handle(self, what)
+  local h = type(self) == "table" and rawget(self, "_listener")
+  if h then return h end
+  if getmetatable(self) ~= Listener_mt then
+    error(format("bad self to '%s' (mpconn listener expected, got %s)", what, type(self)), 3)
+  end
+  error(format("%s: listener is closed", what), 3)
+end
+
+--- listener:accept([timeout]) -> conn | nil, message, code
+-- Waits up to timeout seconds (nil: no limit) for a client and runs the
+-- handshake if the listener has an authkey.  A failed handshake returns
+-- nil, message, "AUTH" (or "TIMEOUT", "EOF", ...); the listener stays usable.
+function Listener:accept(timeout)
+  local h = listener_handle(self, "accept")
+  local st, c, msg = core.mpc_listener_accept(h, to_ms(timeout, 1, "accept", -1))
+  if st == OK then return wrap_conn(c) end
+  if MISUSE[st] then error(msg, 2) end
+  if msg == nil or msg == "" then msg = core.mpc_strerror(st) end
+  return nil, msg, NAMES[st]
+end
+
+--- listener:fileno() -> integer
+function Listener:fileno()
+  return core.mpc_listener_fileno(listener_handle(self, "fileno"))
+end
+
+--- listener:close(): closes the socket (and removes its Unix socket file);
+-- later calls do nothing.  listener.address stays readable.
+function Listener:close()
+  local h = type(self) == "table" and rawget(self, "_listener")
+  if h then
+    self._listener = nil
+    core.mpc_listener_close(h)
+  elseif getmetatable(self) ~= Listener_mt then
+    listener_handle(self, "close")
+  end
+end
+
+function Listener:is_closed()
+  if getmetatable(self) ~= Listener_mt then listener_handle(self, "is_closed") end
+  return self._listener == nil
+end
+
+local function listener_gc(self)
+  local h = rawget(self, "_listener")
+  if h then
+    self._listener = nil
+    core.mpc_listener_close(h)
+  end
+end
+Listener_mt.__gc = listener_gc
+Listener_mt.__close = listener_gc
+Listener_mt.__tostring = function(self)
+  if not rawget(self, "_listener") then return format("mpconn.Listener (closed, %s)", self.address) end
+  return format("mpconn.Listener (%s)", self.address)
+end
+
+---------------------------------------------------------------------------
+-- Module functions
+---------------------------------------------------------------------------
+
+--- mpconn.listen(address [, opts]) -> listener | nil, message, code
+-- listener.address is the bound address (with the real port);
+-- listener.family is "AF_INET", "AF_INET6" or "AF_UNIX".
+function M.listen(address, opts)
+  if type(address) ~= "string" then argerror(1, "listen", "address string expected, got " .. type(address)) end
+  local st, h, msg = core.mpc_listen(address, c_options(opts, 2, "listen"))
+  if st ~= OK then
+    if st == core.MPC_INVAL then error(msg, 2) end
+    return nil, msg, NAMES[st]
+  end
+  return setmetatable({
+    _listener = h,
+    address = core.mpc_listener_address(h),
+    family = core.mpc_listener_family(h),
+  }, Listener_mt)
+end
+
+--- mpconn.connect(address [, opts]) -> conn | nil, message, code
+-- Connects, then runs the handshake if opts.authkey is set.  A refused
+-- connection is nil, "connect to ...: Connection refused", "OS"; a wrong
+-- key is nil, message, "AUTH".
+function M.connect(address, opts)
+  if type(address) ~= "string" then argerror(1, "connect", "address string expected, got " .. type(address)) end
+  local st, h, msg = core.mpc_connect(address, c_options(opts, 2, "connect"))
+  if st == OK then return wrap_conn(h) end
+  if st == core.MPC_INVAL then error(msg, 2) end
+  return nil, msg, NAMES[st]
+end
+
+--- mpconn.pipe([duplex [, opts]]) -> a, b | nil, message, code
+-- duplex (default true): a connected socket pair.  duplex == false: a is
+-- the reading end, b the writing end (as CPython's Pipe(duplex=False)).
+-- opts may set io_timeout and max_message_size.
+function M.pipe(duplex, opts)
+  if duplex ~= nil and type(duplex) ~= "boolean" then
+    argerror(1, "pipe", "boolean expected, got " .. type(duplex))
+  end
+  local st, a, b, msg = core.mpc_pipe(duplex == false and 0 or 1, c_options(opts, 2, "pipe"))
+  if st ~= OK then return nil, msg, NAMES[st] end
+  return wrap_conn(a), wrap_conn(b)
+end
+
+--- mpconn.wait(conns [, timeout]) -> list | nil, message, code
+-- Waits up to timeout seconds (nil: no limit) until at least one of the
+-- connections has a message (or end of file) waiting, and returns those
+-- connections, in the order given; an empty list when the time ran out.
+function M.wait(conns, timeout)
+  if type(conns) ~= "table" or getmetatable(conns) == Conn_mt then
+    argerror(1, "wait", "table of connections expected, got "
+      .. (getmetatable(conns) == Conn_mt and "a connection" or type(conns)))
+  end
+  local n = #conns
+  local handles = {}
+  for k = 1, n do
+    local c = conns[k]
+    local h = type(c) == "table" and rawget(c, "_conn")
+    if not h then
+      if getmetatable(c) == Conn_mt then
+        error(format("bad argument #1 to 'wait' (connection %d is closed)", k), 2)
+      end
+      error(format("bad argument #1 to 'wait' (entry %d is not an mpconn connection)", k), 2)
+    end
+    handles[k] = h
+  end
+  local st, idx = c_wait(handles, to_ms(timeout, 2, "wait", -1))
+  if st ~= OK then
+    if MISUSE[st] then error(core.mpc_strerror(st), 2) end
+    return nil, core.mpc_strerror(st), NAMES[st]
+  end
+  local ready = {}
+  for k = 1, #idx do ready[k] = conns[idx[k]] end
+  return ready
+end
+
+--- mpconn.frame_header(n) -> string: the 4- or 12-byte header of a message
+-- of n bytes (the sans-I/O framing layer).
+function M.frame_header(n)
+  if math_type(n) ~= "integer" or n < 0 then
+    argerror(1, "frame_header", "non-negative integer expected")
+  end
+  local _, header = core.mpc_frame_header(n)
+  return header
+end
+
+--- mpconn.monotonic() -> seconds (float) on a clock that never jumps.
+M.monotonic = core.monotonic
+
+--- mpconn.strerror(code) -> the C library's text for a status name or number.
+function M.strerror(code)
+  if type(code) == "string" then code = M.status[code] end
+  if math_type(code) ~= "integer" then argerror(1, "strerror", "status name or number expected") end
+  return core.mpc_strerror(code)
+end
+
+M.Connection = Connection
+M.Listener = Listener
+
+return M
