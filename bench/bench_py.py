@@ -51,19 +51,31 @@ def open_pair(impl, transport):
     """Returns (server_setup, client_setup): callables run in child/parent."""
     addr = endpoints(impl, transport)
     if impl == "zmq":
+        # zmq contexts do not survive fork: the child makes its own socket,
+        # binds, and reports the real endpoint through a pipe.
         import zmq
 
-        ctx = zmq.Context()
-        srv = ctx.socket(zmq.PAIR)
-        srv.bind(addr)
-        real = srv.getsockopt(zmq.LAST_ENDPOINT).decode()
+        rfd, wfd = os.pipe()
 
         def server():
+            os.close(rfd)
+            srv = zmq.Context().socket(zmq.PAIR)
+            srv.bind(addr)
+            os.write(wfd, srv.getsockopt(zmq.LAST_ENDPOINT))
+            os.close(wfd)
             return ZmqConn(srv)
 
         def client():
+            os.close(wfd)
+            real = b""
+            while True:
+                chunk = os.read(rfd, 512)
+                if not chunk:
+                    break
+                real += chunk
+            os.close(rfd)
             c = zmq.Context().socket(zmq.PAIR)
-            c.connect(real)
+            c.connect(real.decode())
             return ZmqConn(c)
 
         return server, client

@@ -81,7 +81,7 @@ def main():
     impls = args.impls.split(",")
     env = dict(os.environ)
     env["LUA_CPATH"] = os.path.join(BUILD, "lua", "?.so") + ";" + env.get("LUA_CPATH", ";;")
-    env["LUA_PATH"] = os.path.join(ROOT, "lua", "?.lua") + ";" + env.get("LUA_PATH", ";;")
+    env["LUA_PATH"] = os.path.join(BUILD, "lua", "?.lua") + ";" + env.get("LUA_PATH", ";;")
 
     plan = [(pl, tr, mode, size, impl)
             for pl in args.placements.split(",")

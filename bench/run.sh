@@ -12,6 +12,6 @@ if [ ! -x "$build/venv/bin/python" ]; then
 fi
 "$build/venv/bin/python" -c 'import mpconn' 2>/dev/null || "$build/venv/bin/pip" install -q "$root"
 "$build/venv/bin/python" -c 'import zmq' 2>/dev/null || "$build/venv/bin/pip" install -q pyzmq
-cmake -S "$root" -B "$build" -DMPCONN_PYTHON="$build/venv/bin/python" >/dev/null
+cmake -S "$root" -B "$build" -DMPCONN_BUILD_LUA=ON -DMPCONN_BUILD_TESTS=OFF -DMPCONN_PYTHON="$build/venv/bin/python" >/dev/null
 cmake --build "$build" -j2 >/dev/null
 exec "$build/venv/bin/python" "$root/bench/run.py" "$@"
