@@ -100,7 +100,7 @@ extension = Extension(
     sources=core_sources(),  # the SWIG wrapper is added by BuildExt
     include_dirs=[os.path.join("c_core", "include"), os.path.join("c_core", "src")],
     define_macros=[("MPC_BUILDING", None), ("_GNU_SOURCE", None)],
-    libraries=["crypto"],
+    libraries=["crypto", "m"],
     extra_compile_args=["-std=gnu11", "-fvisibility=hidden", "-Wno-unused-parameter",
                         "-Wno-missing-field-initializers"],
     depends=glob.glob(os.path.join("c_core", "include", "*.h"))

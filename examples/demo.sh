@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# mpconn demo: byte-level messages between unmodified CPython
-# (multiprocessing.connection) and mpconn, in both directions.
+# mpconn demo: plain Python values cross the language line, both ways,
+# with unmodified CPython programs on the other side.
 #
 #   bash examples/demo.sh
 #
-# 1. a stock CPython Listener receives from the mpconn C CLI (and from the
-#    mpconn Python package and the Lua module when they have been built:
-#    build/venv with mpconn installed, build/lua/);
-# 2. `mpconn listen` receives from a stock CPython Client and echoes back.
-# Builds build/bin/mpconn with CMake first if it is missing.
-set -euo pipefail
+# 1. The typical stock CPython program examples/python/listener.py
+#    (multiprocessing.connection.Listener; it prints "Player Data Received:
+#    {...}" for what conn.recv() returns and replies conn.send("thanks"))
+#    receives player data sent with send() by
+#      a. a C client: examples/c/value_client.c (mpc_send_value) and the
+#         mpconn CLI (mpconn send --value "{...}");
+#      b. a Python client through mpconn: examples/python/client.py with its
+#         import line changed to "from mpconn import Client";
+#      c. a Lua client through mpconn: conn:send(table).
+# 2. The reverse: the unmodified stock CPython client examples/python/client.py
+#    sends with conn.send(player) to
+#      a. a C listener: mpconn listen --decode (prints Python's repr);
+#      b. a Lua listener: conn:recv().
+# 3. Safety: a stock client sends a pickle that would run os.system; the C
+#    listener refuses it, names the opcode and the global, runs nothing,
+#    and prints the next message.
+#
+# The C parts are built with CMake into build/ (or $MPCONN_BUILD_DIR) when
+# missing.  The Python step needs an interpreter that can import the mpconn
+# package (build/venv, or $MPCONN_PYTHON, or python3 if it is installed
+# there); the Lua steps need the Lua module (built here when lua5.4 and
+# SWIG are present) with value support.  A step whose part is not available
+# prints "skipped: <reason>"; a step that runs and fails makes the demo exit 1.
+set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${MPCONN_BUILD_DIR:-$ROOT/build}"
 MPCONN="$BUILD/bin/mpconn"
+VALUE_CLIENT="$BUILD/examples/c/value_client"
 PY="${PYTHON:-python3}"
 KEY="demo-secret"
 TMP="$(mktemp -d)"
 PIDS=()
+FAILED=()
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -26,9 +46,12 @@ cleanup() {
 trap cleanup EXIT
 
 label() { printf '\n== %s\n' "$*"; }
+sub() { printf -- '-- %s\n' "$*"; }
 prefix() { sed -u "s/^/  [$1] /"; }
+skipped() { printf '  skipped: %s\n' "$*"; }
+fail() { printf '  FAILED: %s\n' "$*"; FAILED+=("$*"); }
 
-# Waits (up to 10 s) for a line matching $2 in file $1 and prints the match.
+# Waits (up to 10 s) for a line matching $2 in file $1 and prints it.
 wait_line() {
   local i
   for i in $(seq 1 1000); do
@@ -40,78 +63,222 @@ wait_line() {
   return 1
 }
 
-if [ ! -x "$MPCONN" ]; then
-  label "building the mpconn CLI (cmake into $BUILD)"
+# ---------------------------------------------------------------- building
+if [ ! -x "$MPCONN" ] || [ ! -x "$VALUE_CLIENT" ]; then
+  label "building the mpconn CLI and the C value client (cmake into $BUILD)"
   { cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_TESTS=OFF &&
-    cmake --build "$BUILD" -j2 --target mpconn_cli; } >"$TMP/build.log" 2>&1 \
-    || { cat "$TMP/build.log" >&2; echo "demo: building the mpconn CLI failed" >&2; exit 1; }
+    cmake --build "$BUILD" -j2 --target mpconn_cli mpconn_value_client; } >"$TMP/build.log" 2>&1 \
+    || { cat "$TMP/build.log" >&2; echo "demo: building the C parts failed" >&2; exit 1; }
+  echo "built $MPCONN and $VALUE_CLIENT"
 fi
 
-VPY="$BUILD/venv/bin/python"
-HAVE_PY=0
-if [ -x "$VPY" ] && (cd "$TMP" && "$VPY" -c 'import mpconn' 2>/dev/null); then HAVE_PY=1; fi
 LUA="$(command -v lua5.4 || true)"
+if [ -n "$LUA" ] && [ ! -e "$BUILD/lua/mpconn/core.so" ] && [ -f "$BUILD/CMakeCache.txt" ] &&
+   grep -q mpconn_lua "$BUILD/Makefile" "$BUILD/build.ninja" 2>/dev/null; then
+  cmake --build "$BUILD" -j2 --target mpconn_lua >"$TMP/build-lua.log" 2>&1 || true
+fi
 export LUA_CPATH="$BUILD/lua/?.so;;" LUA_PATH="$BUILD/lua/?.lua;$ROOT/lua/?.lua;;"
-HAVE_LUA=0
-if [ -n "$LUA" ] && "$LUA" -e 'require "mpconn"' 2>/dev/null; then HAVE_LUA=1; fi
-CLIENTS=$((1 + HAVE_PY + HAVE_LUA))
-
-# ---------------------------------------------------------------------------
-label "1. stock CPython Listener  <-  mpconn clients   (authkey '$KEY', TCP)"
-timeout 60 "$PY" -u "$ROOT/examples/stock_listener.py" --authkey "$KEY" --clients "$CLIENTS" \
-  >"$TMP/listener.out" 2>&1 &
-PIDS+=($!)
-LISTENER_PID=$!
-ADDR="$(wait_line "$TMP/listener.out" '^ADDRESS ' | cut -d' ' -f2)"
-echo "stock CPython Listener is on $ADDR"
-
-echo "-- C: $MPCONN send $ADDR --authkey $KEY --recv 2 'hello from C' 'bytes: é'"
-timeout 20 "$MPCONN" send "$ADDR" --authkey "$KEY" --recv 2 "hello from C" "bytes: é" | prefix "mpconn send"
-
-if [ "$HAVE_PY" = 1 ]; then
-  echo "-- Python: from mpconn import Client (build/venv)"
-  (cd "$TMP" && timeout 20 "$VPY" - "$ADDR" "$KEY" <<'PYEOF') | prefix "mpconn Python"
-import sys
-from mpconn import Client
-host, port = sys.argv[1].rsplit(":", 1)
-with Client((host, int(port)), authkey=sys.argv[2].encode()) as c:
-    c.send_bytes(b"hello from Python through mpconn")
-    print("reply:", c.recv_bytes())
-PYEOF
-else
-  echo "-- Python client skipped: build/venv has no mpconn package yet (run: bash tests/run_all.sh)"
+LUA_WHY=""
+if [ -z "$LUA" ]; then
+  LUA_WHY="lua5.4 is not installed"
+elif ! "$LUA" -e 'require "mpconn"' >/dev/null 2>&1; then
+  LUA_WHY="the Lua module is not built in $BUILD/lua"
+elif ! "$LUA" -e 'local m = require "mpconn"
+    os.exit(type(m.Connection) == "table" and type(m.Connection.send) == "function"
+            and type(m.Connection.recv) == "function" and 0 or 1)' >/dev/null 2>&1; then
+  LUA_WHY="Lua send/recv not built (this Lua module moves bytes only)"
 fi
 
-if [ "$HAVE_LUA" = 1 ]; then
-  echo "-- Lua: require 'mpconn' (build/lua)"
-  timeout 20 "$LUA" - "$ADDR" "$KEY" <<'LUAEOF' | prefix "mpconn Lua"
+PYM=""
+for cand in "${MPCONN_PYTHON:-}" "$BUILD/venv/bin/python" "$ROOT/build/venv/bin/python" python3; do
+  [ -n "$cand" ] || continue
+  if (cd "$TMP" && "$cand" -c 'from mpconn import Client' >/dev/null 2>&1); then PYM="$cand"; break; fi
+done
+
+# ------------------------------------------------------ the stock listener
+# Starts examples/python/listener.py (stock CPython, one client) and sets
+# ADDR to its address.
+start_stock_listener() {
+  timeout 30 "$PY" -u "$ROOT/examples/python/listener.py" 127.0.0.1:0 "$KEY" \
+    >"$TMP/listener.out" 2>&1 &
+  LISTENER_PID=$!
+  PIDS+=("$LISTENER_PID")
+  local line
+  line="$(wait_line "$TMP/listener.out" "^Listening on ")" || return 1
+  ADDR="127.0.0.1:$(sed -E 's/.*, ([0-9]+)\)$/\1/' <<<"$line")"
+}
+
+# Waits for the stock listener and shows what it printed; $1 = what the
+# "Player Data Received" line must contain.
+finish_stock_listener() {
+  wait "$LISTENER_PID"
+  local rc=$?
+  prefix "stock CPython Listener" <"$TMP/listener.out"
+  if [ $rc -ne 0 ] || ! grep -qF "Player Data Received: $1" "$TMP/listener.out"; then
+    fail "the stock listener did not print the player data ($1...)"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+label "1. a stock CPython Listener (examples/python/listener.py) <- mpconn clients' send()"
+
+sub "1a. C: examples/c/value_client.c (mpc_send_value of a dict built in C)"
+if start_stock_listener; then
+  timeout 20 "$VALUE_CLIENT" "$ADDR" "$KEY" 2>&1 | prefix "C client"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the C value client"
+  finish_stock_listener "{'name': 'Ada', 'level': 42"
+else
+  fail "starting the stock listener"
+fi
+
+VALUE="{'name': 'Grace', 'level': 7, 'score': -0.5, 'inventory': ['compiler', b'\\x00raw'], 'position': (1, 2), 'online': True}"
+sub "1a. C: mpconn send --value \"$VALUE\" --recv 1 --decode"
+if start_stock_listener; then
+  timeout 20 "$MPCONN" send "$ADDR" --authkey "$KEY" --value "$VALUE" --recv 1 --decode 2>&1 \
+    | prefix "mpconn send"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "mpconn send --value"
+  finish_stock_listener "$VALUE"
+else
+  fail "starting the stock listener"
+fi
+
+sub "1b. Python through mpconn: examples/python/client.py with 'from mpconn import Client'"
+if [ -n "$PYM" ]; then
+  sed 's/^from multiprocessing.connection import Client$/from mpconn import Client/' \
+    "$ROOT/examples/python/client.py" >"$TMP/client_mpconn.py"
+  if ! grep -q '^from mpconn import Client$' "$TMP/client_mpconn.py"; then
+    fail "examples/python/client.py has no 'from multiprocessing.connection import Client' line"
+  elif start_stock_listener; then
+    (cd "$TMP" && timeout 20 "$PYM" client_mpconn.py "$ADDR" "$KEY") 2>&1 | prefix "Python+mpconn client"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the Python client through mpconn"
+    finish_stock_listener "{'name': 'Alice'"
+  else
+    fail "starting the stock listener"
+  fi
+else
+  skipped "no Python can import the mpconn package (build/venv, \$MPCONN_PYTHON or python3; run: bash tests/run_all.sh)"
+fi
+
+sub "1c. Lua through mpconn: conn:send(table)"
+if [ -z "$LUA_WHY" ]; then
+  if start_stock_listener; then
+    timeout 20 "$LUA" - "$ADDR" "$KEY" 2>&1 <<'LUAEOF' | prefix "Lua client"
 local mpconn = require "mpconn"
-local c = assert(mpconn.connect(arg[1], {authkey = arg[2]}))
-assert(c:send_bytes("hello from Lua through mpconn"))
-print("reply: " .. assert(c:recv_bytes()))
-c:close()
+local conn = assert(mpconn.connect(arg[1], { authkey = arg[2] }))
+-- a table with keys 1..n is a list, other tables are dicts
+assert(conn:send({ name = "Lua", level = 5, inventory = { "lamp", "map" }, online = true }))
+print("Sent player data, listener replied: " .. tostring(assert(conn:recv())))
+conn:close()
 LUAEOF
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the Lua client"
+    finish_stock_listener "{"
+    grep -qF "'name': 'Lua'" "$TMP/listener.out" || fail "the Lua player data did not arrive"
+  else
+    fail "starting the stock listener"
+  fi
 else
-  echo "-- Lua client skipped: the Lua module is not built in $BUILD/lua yet"
+  skipped "$LUA_WHY"
 fi
 
-# The listener exits once it has served all $CLIENTS clients.
-wait "$LISTENER_PID"
-echo "-- what the stock CPython Listener printed:"
-grep -v '^ADDRESS ' "$TMP/listener.out" | prefix "CPython Listener"
+# ---------------------------------------------------------------------------
+label "2. mpconn listeners <- the unmodified stock CPython client (examples/python/client.py)"
+
+sub "2a. C: mpconn listen --decode --echo (prints Python's repr; echoes the value back)"
+timeout 30 "$MPCONN" listen 127.0.0.1:0 --authkey "$KEY" --decode --echo --count 1 \
+  >"$TMP/cli.out" 2>"$TMP/cli.err" &
+CLI_PID=$!
+PIDS+=("$CLI_PID")
+if ADDR="$(wait_line "$TMP/cli.err" '^listening on ' | cut -d' ' -f3)"; then
+  timeout 20 "$PY" "$ROOT/examples/python/client.py" "$ADDR" "$KEY" 2>&1 | prefix "stock CPython Client"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the stock client against mpconn listen"
+  wait "$CLI_PID" || fail "mpconn listen --decode"
+  prefix "mpconn listen" <"$TMP/cli.out"
+  grep -qF "{'name': 'Alice', 'level': 42" "$TMP/cli.out" || fail "mpconn listen did not print the dict"
+else
+  fail "starting mpconn listen"
+fi
+
+sub "2b. Lua: conn:recv()"
+if [ -z "$LUA_WHY" ]; then
+  timeout 30 "$LUA" - "$KEY" >"$TMP/lua.out" 2>&1 <<'LUAEOF' &
+local mpconn = require "mpconn"
+-- Python-like text for what conn:recv() returns (keys sorted, for a stable
+-- display: a Lua table has no order).
+local function show(v)
+  if v == nil or v == mpconn.null then return "None" end
+  if type(v) == "boolean" then return v and "True" or "False" end
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  local n, parts = #v, {}
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  if n == #keys then
+    for i = 1, n do parts[i] = show(v[i]) end
+    return "[" .. table.concat(parts, ", ") .. "]"
+  end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(keys) do parts[#parts + 1] = show(k) .. ": " .. show(v[k]) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+local listener = assert(mpconn.listen("127.0.0.1:0", { authkey = arg[1] }))
+print("Listening on " .. listener.address)
+io.stdout:flush()
+local conn = assert(listener:accept())
+local data = assert(conn:recv())
+print("Player Data Received: " .. show(data))
+io.stdout:flush()
+assert(conn:send("thanks"))
+conn:recv() -- until the client hangs up
+conn:close()
+listener:close()
+LUAEOF
+  LUA_PID=$!
+  PIDS+=("$LUA_PID")
+  if ADDR="$(wait_line "$TMP/lua.out" '^Listening on ' | cut -d' ' -f3)"; then
+    timeout 20 "$PY" "$ROOT/examples/python/client.py" "$ADDR" "$KEY" 2>&1 | prefix "stock CPython Client"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the stock client against the Lua listener"
+    wait "$LUA_PID" || fail "the Lua listener"
+    prefix "Lua listener" <"$TMP/lua.out"
+    grep -q "Player Data Received: .*Alice" "$TMP/lua.out" || fail "the Lua listener did not print the data"
+  else
+    fail "starting the Lua listener"
+  fi
+else
+  skipped "$LUA_WHY"
+fi
 
 # ---------------------------------------------------------------------------
-label "2. mpconn listen  <-  stock CPython Client   (authkey '$KEY', TCP, --echo)"
-timeout 30 "$MPCONN" listen 127.0.0.1:0 --authkey "$KEY" --count 2 --echo \
-  >"$TMP/cli.out" 2>"$TMP/cli.err" &
-PIDS+=($!)
+label "3. safety: a pickle that would run os.system is refused by mpconn listen --decode"
+MARKER="$TMP/pwned"
+timeout 30 "$MPCONN" listen 127.0.0.1:0 --authkey "$KEY" --decode --count 2 \
+  >"$TMP/safe.out" 2>"$TMP/safe.err" &
 CLI_PID=$!
-ADDR="$(wait_line "$TMP/cli.err" '^listening on ' | cut -d' ' -f3)"
-echo "mpconn listen is on $ADDR"
-timeout 20 "$PY" "$ROOT/examples/stock_client.py" "$ADDR" --authkey "$KEY" \
-  "hello from CPython" "second message" | prefix "CPython Client"
-wait "$CLI_PID"
-echo "-- what mpconn listen printed:"
-prefix "mpconn listen" <"$TMP/cli.out"
+PIDS+=("$CLI_PID")
+if ADDR="$(wait_line "$TMP/safe.err" '^listening on ' | cut -d' ' -f3)"; then
+  timeout 20 "$PY" - "$ADDR" "$KEY" "$MARKER" 2>&1 <<'PYEOF' | prefix "stock CPython Client"
+import sys
+from multiprocessing.connection import Client
+host, port = sys.argv[1].rsplit(":", 1)
+payload = ("cos\nsystem\n(S'touch %s'\ntR." % sys.argv[3]).encode()
+with Client((host, int(port)), authkey=sys.argv[2].encode()) as c:
+    c.send_bytes(payload)          # pickle.loads() of this would run the command
+    c.send({"still": "connected"})
+print("sent %r, then {'still': 'connected'}" % payload)
+PYEOF
+  wait "$CLI_PID" || fail "mpconn listen --decode (safety)"
+  grep -v '^listening on' "$TMP/safe.err" | prefix "mpconn listen stderr"
+  prefix "mpconn listen" <"$TMP/safe.out"
+  grep -qF "refused opcode GLOBAL of global 'os.system'" "$TMP/safe.err" || fail "the refusal line"
+  grep -qF "{'still': 'connected'}" "$TMP/safe.out" || fail "the message after the refused one"
+  if [ -e "$MARKER" ]; then fail "the payload ran"; else echo "  (nothing ran: $MARKER does not exist)"; fi
+else
+  fail "starting mpconn listen"
+fi
 
 label "done"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'demo: %d step(s) failed:\n' "${#FAILED[@]}" >&2
+  printf '  %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
+echo "every step that could run worked"

@@ -64,7 +64,9 @@ static void repr_str(mpc__buf *b, const unsigned char *s, size_t n)
     mpc__buf_byte(b, q);
 }
 
-static void repr_bytes(mpc__buf *b, const unsigned char *s, size_t n)
+/* bytearray's repr differs from bytes' in one point: it escapes a single
+ * quote even inside double quotes (bytearray(b"\'")), as CPython does. */
+static void repr_bytes(mpc__buf *b, const unsigned char *s, size_t n, int is_bytearray)
 {
     int has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     unsigned char q = has_sq && !has_dq ? '"' : '\'';
@@ -72,7 +74,7 @@ static void repr_bytes(mpc__buf *b, const unsigned char *s, size_t n)
     mpc__buf_byte(b, q);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
-        if (c == q || c == '\\') {
+        if (c == q || c == '\\' || (is_bytearray && c == '\'')) {
             mpc__buf_byte(b, '\\');
             mpc__buf_byte(b, c);
         } else if (c == '\t') {
@@ -191,22 +193,34 @@ static void repr_float(mpc__buf *b, double f)
     mpc__buf_str(b, out);
 }
 
-static void repr_value(mpc__buf *b, const mpc_value *v);
+/* Failure codes kept in mpc__buf.failed by this file: 1 is the buffer's own
+ * "out of memory"; REPR_OVER_LIMIT means the text passed the caller's
+ * limit.  Either stops the walk. */
+#define REPR_OVER_LIMIT 2
 
-static void repr_items(mpc__buf *b, const mpc_value *v)
+static void repr_value(mpc__buf *b, const mpc_value *v, size_t limit);
+
+static void repr_items(mpc__buf *b, const mpc_value *v, size_t limit)
 {
-    for (size_t i = 0; i < v->u.c.n; i++) {
+    for (size_t i = 0; i < v->u.c.n && !b->failed; i++) {
         if (i)
             mpc__buf_str(b, ", ");
-        repr_value(b, v->u.c.items[i]);
+        repr_value(b, v->u.c.items[i], limit);
     }
 }
 
-static void repr_value(mpc__buf *b, const mpc_value *v)
+static void repr_value(mpc__buf *b, const mpc_value *v, size_t limit)
 {
     char num[32];
     if (b->failed)
-        return; /* out of memory: stop walking (shared sub-trees can be huge) */
+        return; /* out of memory or over the limit: stop walking */
+    /* Checked before each node: past this point only one scalar's text (at
+     * most ten times its bytes, which the pickle itself held) is added before
+     * the walk stops, however often the memo shares a sub-tree. */
+    if (b->len > limit) {
+        b->failed = REPR_OVER_LIMIT;
+        return;
+    }
     switch (v->kind) {
     case MPC_V_NONE: mpc__buf_str(b, "None"); break;
     case MPC_V_BOOL: mpc__buf_str(b, v->u.i ? "True" : "False"); break;
@@ -217,20 +231,20 @@ static void repr_value(mpc__buf *b, const mpc_value *v)
     case MPC_V_BIGINT: mpc__buf_put(b, v->u.s.data, v->u.s.len); break;
     case MPC_V_FLOAT: repr_float(b, v->u.f); break;
     case MPC_V_STR: repr_str(b, (const unsigned char *)v->u.s.data, v->u.s.len); break;
-    case MPC_V_BYTES: repr_bytes(b, (const unsigned char *)v->u.s.data, v->u.s.len); break;
+    case MPC_V_BYTES: repr_bytes(b, (const unsigned char *)v->u.s.data, v->u.s.len, 0); break;
     case MPC_V_BYTEARRAY:
         mpc__buf_str(b, "bytearray(");
-        repr_bytes(b, (const unsigned char *)v->u.s.data, v->u.s.len);
+        repr_bytes(b, (const unsigned char *)v->u.s.data, v->u.s.len, 1);
         mpc__buf_byte(b, ')');
         break;
     case MPC_V_LIST:
         mpc__buf_byte(b, '[');
-        repr_items(b, v);
+        repr_items(b, v, limit);
         mpc__buf_byte(b, ']');
         break;
     case MPC_V_TUPLE:
         mpc__buf_byte(b, '(');
-        repr_items(b, v);
+        repr_items(b, v, limit);
         if (v->u.c.n == 1)
             mpc__buf_byte(b, ',');
         mpc__buf_byte(b, ')');
@@ -241,7 +255,7 @@ static void repr_value(mpc__buf *b, const mpc_value *v)
             break;
         }
         mpc__buf_byte(b, '{');
-        repr_items(b, v);
+        repr_items(b, v, limit);
         mpc__buf_byte(b, '}');
         break;
     case MPC_V_FROZENSET:
@@ -250,7 +264,7 @@ static void repr_value(mpc__buf *b, const mpc_value *v)
             break;
         }
         mpc__buf_str(b, "frozenset({");
-        repr_items(b, v);
+        repr_items(b, v, limit);
         mpc__buf_str(b, "})");
         break;
     case MPC_V_DICT:
@@ -258,9 +272,9 @@ static void repr_value(mpc__buf *b, const mpc_value *v)
         for (size_t i = 0; i < v->u.c.n; i++) {
             if (i)
                 mpc__buf_str(b, ", ");
-            repr_value(b, v->u.c.items[2 * i]);
+            repr_value(b, v->u.c.items[2 * i], limit);
             mpc__buf_str(b, ": ");
-            repr_value(b, v->u.c.items[2 * i + 1]);
+            repr_value(b, v->u.c.items[2 * i + 1], limit);
         }
         mpc__buf_byte(b, '}');
         break;
@@ -268,23 +282,34 @@ static void repr_value(mpc__buf *b, const mpc_value *v)
     }
 }
 
-mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len)
+mpc_status mpc_value_repr_limit(const mpc_value *v, size_t max_len, char **out, size_t *len,
+                                mpc_error *err)
 {
     if (out)
         *out = NULL;
     if (len)
         *len = 0;
     if (!v || !out)
-        return MPC_INVAL;
+        return mpc__error(err, MPC_INVAL, 0, "value and out must not be NULL");
     mpc__buf b = {0};
-    repr_value(&b, v);
+    repr_value(&b, v, max_len);
+    if (!b.failed && b.len > max_len)
+        b.failed = REPR_OVER_LIMIT;
     mpc__buf_byte(&b, '\0');
     if (b.failed) {
+        int over = b.failed == REPR_OVER_LIMIT;
         mpc__buf_release(&b);
-        return MPC_NOMEM;
+        if (over)
+            return mpc__error(err, MPC_VALUE, 0, "the repr is longer than %zu bytes", max_len);
+        return mpc__error(err, MPC_NOMEM, 0, "out of memory");
     }
     *out = (char *)b.data;
     if (len)
         *len = b.len - 1;
     return MPC_OK;
+}
+
+mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len)
+{
+    return mpc_value_repr_limit(v, SIZE_MAX, out, len, NULL);
 }

@@ -26,8 +26,9 @@ enum {
 };
 
 static const char usage_text[] =
-    "usage: mpconn listen ADDRESS [options] [--count N] [--echo]\n"
-    "       mpconn send ADDRESS [options] [--recv N] [MESSAGE...]\n"
+    "usage: mpconn listen ADDRESS [options] [--count N] [--echo] [--decode]\n"
+    "       mpconn send ADDRESS [options] [--recv N] [--decode] [--value EXPR]...\n"
+    "                   [MESSAGE...]\n"
     "       mpconn --help | --version\n"
     "\n"
     "Speaks the wire protocol of Python's multiprocessing.connection.\n"
@@ -40,10 +41,32 @@ static const char usage_text[] =
     "         send on its own line.  A client that fails the handshake or\n"
     "         misbehaves gets one line on stderr; the next client is served.\n"
     "  --count N      exit 0 after N messages (default: run until killed)\n"
-    "  --echo         send every message back to its sender\n"
+    "  --echo         send every message back to its sender (with --decode:\n"
+    "                 the value, pickled again at --protocol)\n"
+    "  --decode       messages are pickles, as Connection.send(obj) writes\n"
+    "                 them: print each value exactly as Python's repr() does\n"
+    "                 on the sending side (sets in the order the sender's set\n"
+    "                 iterated, as its repr() shows them).  Only plain values\n"
+    "                 are accepted (None, bool, int, float, str, bytes,\n"
+    "                 bytearray, list, tuple, dict, set, frozenset); a pickle\n"
+    "                 that would import or call anything else (os.system...)\n"
+    "                 is refused, nothing is run, one line on stderr names the\n"
+    "                 opcode and the global, and the next message is read.\n"
+    "                 Texts over 16 MiB are not printed (an error line).\n"
     "send     connect, send each MESSAGE as one message (each line of stdin\n"
-    "         when no MESSAGE is given), then print N received messages.\n"
+    "         when no MESSAGE or --value is given), then print N received\n"
+    "         messages.  MESSAGEs and --values are sent in command-line order.\n"
+    "  --value EXPR   send a Python literal as Connection.send(obj) does (a\n"
+    "                 pickle): None, True, 42, 1.5, 'text', b'bytes', [lists],\n"
+    "                 (tuples,), {'dicts': 1}, {sets}, set(), frozenset(...),\n"
+    "                 bytearray(b'..'), inf, nan.  Repeatable.  --value -\n"
+    "                 reads one EXPR per line of stdin (for long values)\n"
+    "  --protocol N   pickle protocol for --value and --echo: 2 (for Python\n"
+    "                 2.7 peers), 3, 4 (default, what Python 3.8-3.13 send)\n"
+    "                 or 5\n"
     "  --recv N       messages to receive and print after sending (default 0)\n"
+    "  --decode       print received messages as values (see listen); a\n"
+    "                 refused one gives an error line and exit status 6\n"
     "\n"
     "options:\n"
     "  --authkey KEY        authenticate with KEY (the handshake of Listener/\n"
@@ -73,6 +96,10 @@ struct cli {
     mpc_dialect dialect;
     int hex;
     int echo;
+    int decode;
+    int protocol;       /* for --value / --echo --decode; 0 = the default (4) */
+    mpc_value **values; /* per message: the parsed --value, or NULL for a MESSAGE */
+    char *from_stdin;   /* per message: 1 for "--value -" (values from stdin lines) */
     long count;
     long recv;
     double timeout; /* seconds; < 0 = none */
@@ -180,7 +207,9 @@ static int parse_args(struct cli *c, int argc, char **argv)
     c->cmd = argv[1];
     c->timeout = -1;
     c->messages = calloc((size_t)argc, sizeof *c->messages);
-    if (!c->messages)
+    c->values = calloc((size_t)argc, sizeof *c->values);
+    c->from_stdin = calloc((size_t)argc, 1);
+    if (!c->messages || !c->values || !c->from_stdin)
         return EXIT_OTHER;
     int listen = strcmp(c->cmd, "listen") == 0;
     for (int i = 2; i < argc; i++) {
@@ -193,6 +222,9 @@ static int parse_args(struct cli *c, int argc, char **argv)
         } else if (listen && strcmp(a, "--echo") == 0) {
             c->echo = 1;
             takes = 0;
+        } else if (strcmp(a, "--decode") == 0) {
+            c->decode = 1;
+            takes = 0;
         } else if (strcmp(a, "--") == 0) {
             for (i++; i < argc; i++) {
                 if (!c->address)
@@ -203,11 +235,13 @@ static int parse_args(struct cli *c, int argc, char **argv)
             break;
         } else if (a[0] == '-' && a[1] == '-') {
             static const char *const known[] = {"--authkey", "--authkey-file", "--dialect",
-                                                "--timeout", "--count", "--recv"};
+                                                "--timeout", "--count",        "--recv",
+                                                "--value",   "--protocol"};
             int ok = 0;
             for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
                 ok |= strcmp(a, known[k]) == 0;
             if (!ok || (listen && strcmp(a, "--recv") == 0) ||
+                (listen && strcmp(a, "--value") == 0) ||
                 (!listen && strcmp(a, "--count") == 0))
                 return usage_error("unknown option %s", a);
             if (!v)
@@ -236,6 +270,25 @@ static int parse_args(struct cli *c, int argc, char **argv)
             } else if (!listen && strcmp(a, "--recv") == 0) {
                 if (parse_long(v, &c->recv) < 0)
                     return usage_error("bad --recv '%s'", v);
+            } else if (strcmp(a, "--protocol") == 0) {
+                long p;
+                if (parse_long(v, &p) < 0 || p < 2 || p > 5)
+                    return usage_error("bad --protocol '%s' (2, 3, 4 or 5)", v);
+                c->protocol = (int)p;
+            } else if (!listen && strcmp(a, "--value") == 0 && strcmp(v, "-") == 0) {
+                c->from_stdin[c->nmessages] = 1;
+                c->messages[c->nmessages++] = (char *)v;
+            } else if (!listen && strcmp(a, "--value") == 0) {
+                mpc_value *val = NULL;
+                mpc_error pe;
+                if (mpc_value_parse(v, strlen(v), &val, &pe) != MPC_OK) {
+                    fprintf(stderr, "mpconn: bad --value \"%.60s%s\": %s\n", v,
+                            strlen(v) > 60 ? "..." : "", pe.message);
+                    fputs("Try 'mpconn --help'.\n", stderr);
+                    return EXIT_USAGE;
+                }
+                c->values[c->nmessages] = val;
+                c->messages[c->nmessages++] = (char *)v;
             } else {
                 return usage_error("unknown option %s", a);
             }
@@ -251,6 +304,8 @@ static int parse_args(struct cli *c, int argc, char **argv)
     }
     if (!c->address)
         return usage_error("%s needs an ADDRESS", c->cmd);
+    if (listen && c->decode && c->hex)
+        return usage_error("%s", "--decode prints values; it cannot be combined with --hex");
     if (key_arg && key_file)
         return usage_error("%s", "give --authkey or --authkey-file, not both");
     if (key_file) {
@@ -296,6 +351,29 @@ static int print_message(const struct cli *c, const unsigned char *p, size_t n)
     return fflush(stdout) == 0 ? 0 : -1;
 }
 
+/* The most text printed for one received value: a hostile pickle that
+ * shares one sub-object through its memo can have an astronomically long
+ * repr, so the printer stops at this size. */
+#define REPR_LIMIT ((size_t)16 * 1024 * 1024)
+
+/* Prints v as Python's repr() on its own line.  Returns 0, 1 when the value
+ * was not printed (a line on stderr says why), -1 when stdout failed. */
+static int print_value(const char *who, const mpc_value *v)
+{
+    char *text = NULL;
+    size_t len = 0;
+    mpc_error e;
+    mpc_status st = mpc_value_repr_limit(v, REPR_LIMIT, &text, &len, &e);
+    if (st != MPC_OK) {
+        fprintf(stderr, "mpconn: value from %s not printed: %s\n", who, e.message);
+        return 1;
+    }
+    fwrite(text, 1, len, stdout);
+    mpc_free(text);
+    putchar('\n');
+    return fflush(stdout) == 0 ? 0 : -1;
+}
+
 static int hexval(int ch)
 {
     if (ch >= '0' && ch <= '9')
@@ -319,6 +397,39 @@ static long unhex(char *s, size_t n)
         s[i / 2] = (char)(hi << 4 | lo);
     }
     return (long)(n / 2);
+}
+
+/* Sends one value per line of stdin ("--value -"); empty lines are
+ * skipped.  A line that does not parse stops with a usage error. */
+static int send_stdin_values(const struct cli *c, mpc_conn *conn)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    int rc = EXIT_OK;
+    while (rc == EXIT_OK && (n = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        if (n == 0)
+            continue;
+        mpc_value *v = NULL;
+        mpc_error e;
+        if (mpc_value_parse(line, (size_t)n, &v, &e) != MPC_OK) {
+            fprintf(stderr, "mpconn: bad value on stdin line %ld: %s\n", lineno, e.message);
+            rc = EXIT_USAGE;
+            break;
+        }
+        mpc_status st = mpc_send_value(conn, v, c->protocol);
+        mpc_value_free(v);
+        if (st != MPC_OK) {
+            report(NULL, st, mpc_conn_errmsg(conn));
+            rc = exit_code(st) == EXIT_OTHER ? EXIT_CONNECT : exit_code(st);
+        }
+    }
+    free(line);
+    return rc;
 }
 
 /* Sends one message given as text (or hex). */
@@ -353,8 +464,19 @@ static int cmd_send(const struct cli *c)
     }
     int rc = EXIT_OK;
     if (c->nmessages > 0) {
-        for (int i = 0; i < c->nmessages && rc == EXIT_OK; i++)
-            rc = send_text(c, conn, c->messages[i], strlen(c->messages[i]));
+        for (int i = 0; i < c->nmessages && rc == EXIT_OK; i++) {
+            if (c->from_stdin[i]) {
+                rc = send_stdin_values(c, conn);
+            } else if (c->values[i]) {
+                st = mpc_send_value(conn, c->values[i], c->protocol);
+                if (st != MPC_OK) {
+                    report(NULL, st, mpc_conn_errmsg(conn));
+                    rc = exit_code(st) == EXIT_OTHER ? EXIT_CONNECT : exit_code(st);
+                }
+            } else {
+                rc = send_text(c, conn, c->messages[i], strlen(c->messages[i]));
+            }
+        }
     } else {
         char *line = NULL;
         size_t cap = 0;
@@ -366,10 +488,30 @@ static int cmd_send(const struct cli *c)
         }
         free(line);
     }
+    int refused = 0;
     for (long i = 0; rc == EXIT_OK && i < c->recv; i++) {
         void *msg = NULL;
         size_t len = 0;
-        st = mpc_recv_bytes(conn, MPC_NO_LIMIT, &msg, &len);
+        if (c->decode) {
+            mpc_value *v = NULL;
+            st = mpc_recv_value(conn, NULL, &v);
+            if (st == MPC_OK) {
+                int pr = print_value("the peer", v);
+                mpc_value_free(v);
+                if (pr < 0)
+                    rc = EXIT_OTHER;
+                refused |= pr > 0;
+                continue;
+            }
+            if (st == MPC_VALUE) {
+                fprintf(stderr, "mpconn: refused value from the peer: %s\n",
+                        mpc_conn_errmsg(conn));
+                refused = 1;
+                continue;
+            }
+        } else {
+            st = mpc_recv_bytes(conn, MPC_NO_LIMIT, &msg, &len);
+        }
         if (st == MPC_EOF) {
             fprintf(stderr, "mpconn: the peer closed the connection after %ld of %ld messages\n",
                     i, c->recv);
@@ -384,6 +526,8 @@ static int cmd_send(const struct cli *c)
         }
     }
     mpc_conn_close(conn);
+    if (rc == EXIT_OK && refused)
+        rc = EXIT_PROTOCOL;
     return rc;
 }
 
@@ -431,6 +575,34 @@ static int cmd_listen(const struct cli *c)
         if (!*mpc_conn_peer(conn))
             snprintf(peer, sizeof peer, "client");
         while (c->count == 0 || received < c->count) {
+            if (c->decode) {
+                mpc_value *v = NULL;
+                st = mpc_recv_value(conn, NULL, &v);
+                if (st == MPC_EOF)
+                    break;
+                if (st == MPC_VALUE || st == MPC_NOMEM) {
+                    /* The whole message was read: the stream is in step. */
+                    received++;
+                    fprintf(stderr, "mpconn: refused value from %s: %s\n", peer,
+                            mpc_conn_errmsg(conn));
+                    fflush(stderr);
+                    continue;
+                }
+                if (st != MPC_OK) {
+                    report(peer, st, mpc_conn_errmsg(conn));
+                    break;
+                }
+                received++;
+                int pr = print_value(peer, v);
+                if (c->echo && mpc_send_value(conn, v, c->protocol) != MPC_OK)
+                    report(peer, mpc_conn_status(conn), mpc_conn_errmsg(conn));
+                mpc_value_free(v);
+                if (pr < 0) {
+                    rc = EXIT_OTHER;
+                    break;
+                }
+                continue;
+            }
             void *msg = NULL;
             size_t len = 0;
             st = mpc_recv_bytes(conn, MPC_NO_LIMIT, &msg, &len);
@@ -488,6 +660,11 @@ int main(int argc, char **argv)
     if (c.key)
         memset(c.key, 0, c.key_len);
     free(c.key);
+    if (c.values)
+        for (int i = 0; i < c.nmessages; i++)
+            mpc_value_free(c.values[i]);
+    free(c.values);
+    free(c.from_stdin);
     free(c.messages);
     return rc;
 }
