@@ -214,6 +214,8 @@ static PyObject *mpcpy_append(PyObject *result, PyObject *obj)
 /* The value codec (section 4 of the header) is for C and Lua peers; Python
  * pickles with its own pickle module, as CPython does. */
 %rename("$ignore", regextarget=1) "^mpc_(value|vkind|py2str|decode|encode)";
+%ignore mpc_send_value;
+%ignore mpc_recv_value;
 %rename("$ignore", regextarget=1) "^MPC_(V_|VALUE_DEPTH|PY2)";
 
 %include "../mpconn.i"
