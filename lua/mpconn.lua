@@ -43,9 +43,13 @@
 -- recv_bytes_into is not offered: Lua strings are immutable, so there is no
 -- caller buffer to receive into; recv_bytes(maxlength) bounds the size.
 --
--- Writing to a one-way pipe (mpconn.pipe(false)) whose reader is gone raises
--- SIGPIPE, which the stand-alone lua interpreter does not ignore; sockets
--- never raise it.
+-- SIGPIPE: writing to a one-way pipe (mpconn.pipe(false)) whose reader is
+-- gone returns nil, message, "OS" (EPIPE), as a socket does.  The pipe
+-- writer's send_bytes and send_many block SIGPIPE in the calling thread for
+-- the write and take back the SIGPIPE that write raised, so the signal never
+-- reaches the process (whose default action, in the stand-alone lua
+-- interpreter, is to die).  No signal disposition is changed.  Sockets use
+-- MSG_NOSIGNAL and never raise it.
 
 local core = require "mpconn.core"
 
@@ -54,7 +58,6 @@ local type, error, setmetatable, getmetatable, tostring, pairs =
 local math_type, math_ceil, huge = math.type, math.ceil, math.huge
 local format = string.format
 
-local c_send, c_send_many, c_recv = core.mpc_send_bytes, core.mpc_send_many, core.mpc_recv_bytes
 local c_poll, c_wait = core.mpc_poll, core.mpc_wait
 local c_errmsg, c_conn_close = core.mpc_conn_errmsg, core.mpc_conn_close
 
@@ -190,17 +193,25 @@ local Conn_mt = {
   __index = Connection,
 }
 
+-- A connection is a table holding its handle at [1] (nil once closed).  The
+-- per-message methods are also set on each table: found there, they skip a
+-- metatable lookup per call.
+local fast -- the C methods, set below
+
 local function wrap_conn(h)
-  return setmetatable({ _conn = h }, Conn_mt)
+  return setmetatable({ h, send_bytes = fast.send_bytes, send_many = fast.send_many,
+    recv_bytes = fast.recv_bytes }, Conn_mt)
 end
 
 -- Raises the right error for a method called on something without a live
--- handle.
-local function dead(self, what)
+-- handle.  extra: frames between the method and its caller (1 for the
+-- argument checks the C methods call).
+local function dead(self, what, extra)
+  local level = 3 + (extra or 0)
   if getmetatable(self) ~= Conn_mt then
-    error(format("bad self to '%s' (mpconn connection expected, got %s)", what, type(self)), 3)
+    error(format("bad self to '%s' (mpconn connection expected, got %s)", what, type(self)), level)
   end
-  error(format("%s: connection is closed", what), 3)
+  error(format("%s: connection is closed", what), level)
 end
 
 -- nil, message, code for an expected failure of a call on h; raises misuse.
@@ -212,45 +223,58 @@ local function conn_fail(h, st, level)
   return nil, msg, NAMES[st]
 end
 
+-- send_bytes, send_many and recv_bytes run once per message, so they are C
+-- functions (core.conn_methods, bindings/lua/mpconn_lua.i) that do the I/O
+-- themselves.  They check the common case only and call the functions below
+-- for everything else: these raise on misuse (called from C, so their error
+-- levels count one frame more) and return the normalised argument.  A
+-- failed call goes through conn_fail, as for every other method.
+
 --- conn:send_bytes(s [, i [, j]]) -> true | nil, message, code
 -- Sends s (or s:sub(i, j), with string.sub's rules) as one message.
-function Connection:send_bytes(s, i, j)
-  local h = self._conn
-  if not h then dead(self, "send_bytes") end
-  if type(s) ~= "string" then argerror(1, "send_bytes", "string expected, got " .. type(s)) end
+local function send_bytes_args(self, s, i, j)
+  if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "send_bytes", 1) end
+  if type(s) ~= "string" then argerror(1, "send_bytes", "string expected, got " .. type(s), 3) end
   if i ~= nil or j ~= nil then s = s:sub(i or 1, j or -1) end
-  local st = c_send(h, s)
-  if st == OK then return true end
-  return conn_fail(h, st)
+  return s
 end
 
 --- conn:send_many({s1, s2, ...}) -> true | nil, message, code
 -- Sends each string as its own message, with as few system calls as the
 -- kernel allows; the bytes on the wire equal one send_bytes per string.
-function Connection:send_many(list)
-  local h = self._conn
-  if not h then dead(self, "send_many") end
-  if type(list) ~= "table" then argerror(1, "send_many", "table of strings expected, got " .. type(list)) end
-  local st = c_send_many(h, list)
-  if st == OK then return true end
-  return conn_fail(h, st)
+-- A list entry that is not a string raises before anything is sent.
+local function send_many_args(self, list)
+  if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "send_many", 1) end
+  if type(list) ~= "table" then
+    argerror(1, "send_many", "table of strings expected, got " .. type(list), 3)
+  end
+  return list
 end
 
 --- conn:recv_bytes([maxlength]) -> string | nil, message, code
 -- Receives one whole message.  A message longer than maxlength gives
 -- nil, message, "TOOLONG" and (as CPython) leaves the connection unreadable.
-function Connection:recv_bytes(maxlength)
-  local h = self._conn
-  if not h then dead(self, "recv_bytes") end
-  if maxlength == nil then
-    maxlength = -1
-  elseif math_type(maxlength) ~= "integer" or maxlength < 0 then
-    argerror(1, "recv_bytes", "non-negative integer expected, got " .. (math_type(maxlength) or type(maxlength)))
+local function recv_bytes_args(self, maxlength)
+  if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "recv_bytes", 1) end
+  if maxlength == nil then return -1 end
+  if math_type(maxlength) ~= "integer" or maxlength < 0 then
+    argerror(1, "recv_bytes", "non-negative integer expected, got "
+      .. (math_type(maxlength) or type(maxlength)), 3)
   end
-  local st, s = c_recv(h, maxlength)
-  if st == OK then return s end
-  return conn_fail(h, st)
+  return maxlength
 end
+
+fast = core.conn_methods({
+  send_bytes = send_bytes_args, send_many = send_many_args, recv_bytes = recv_bytes_args,
+  fail = conn_fail,
+})
+Connection.send_bytes = fast.send_bytes
+Connection.send_many = fast.send_many
+Connection.recv_bytes = fast.recv_bytes
+-- Bytes held by recv_bytes's staging buffer (one per Lua state, for
+-- messages of 1 KiB to 4 MiB; see lua/README.md "Speed and memory"); for
+-- tests.
+M._recv_buffer_size = fast.stage_size
 
 --- Not offered; raises with the reason.
 function Connection:recv_bytes_into()
@@ -262,7 +286,7 @@ end
 -- True if a message (or end of file) is waiting; waits up to timeout
 -- seconds (default 0: check once without blocking).
 function Connection:poll(timeout)
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "poll") end
   local st, ready = c_poll(h, to_ms(timeout, 1, "poll", 0))
   if st == OK then return ready end
@@ -271,16 +295,16 @@ end
 
 --- conn:fileno() -> integer
 function Connection:fileno()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "fileno") end
   return core.mpc_conn_fileno(h)
 end
 
 --- conn:close(): closes the connection; later calls do nothing.
 function Connection:close()
-  local h = self._conn
+  local h = self[1]
   if h then
-    self._conn = nil
+    self[1] = nil
     c_conn_close(h)
   elseif getmetatable(self) ~= Conn_mt then
     dead(self, "close")
@@ -290,36 +314,36 @@ end
 --- conn:is_closed(), conn:is_readable(), conn:is_writable() -> boolean
 function Connection:is_closed()
   if getmetatable(self) ~= Conn_mt then dead(self, "is_closed") end
-  return self._conn == nil
+  return self[1] == nil
 end
 function Connection:is_readable()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "is_readable") end
   return core.mpc_conn_readable(h) ~= 0
 end
 function Connection:is_writable()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "is_writable") end
   return core.mpc_conn_writable(h) ~= 0
 end
 
 --- conn:peer() -> string: "host:port" for TCP, "" for Unix sockets and pipes.
 function Connection:peer()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "peer") end
   return core.mpc_conn_peer(h)
 end
 
 --- conn:buffered() -> integer: bytes read from the socket, not yet returned.
 function Connection:buffered()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "buffered") end
   return core.mpc_conn_buffered(h)
 end
 
 --- conn:set_timeout(seconds | nil): deadline of each send/recv (nil: none).
 function Connection:set_timeout(t)
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "set_timeout") end
   core.mpc_conn_set_timeout(h, to_ms(t, 1, "set_timeout", -1))
 end
@@ -327,9 +351,9 @@ end
 --- conn:detach() -> fd: forgets the connection without closing its
 -- descriptor (the caller owns the fd).
 function Connection:detach()
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "detach") end
-  self._conn = nil
+  self[1] = nil
   return core.mpc_conn_detach(h)
 end
 
@@ -337,7 +361,7 @@ end
 -- -> true | nil, message, code: the handshake legs, for connections made
 -- without an authkey (e.g. from mpconn.pipe()).
 function Connection:deliver_challenge(key, opts)
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "deliver_challenge") end
   if type(key) ~= "string" then argerror(1, "deliver_challenge", "string expected, got " .. type(key)) end
   local st = core.mpc_conn_deliver_challenge(h, key, c_options(opts, 2, "deliver_challenge"))
@@ -345,7 +369,7 @@ function Connection:deliver_challenge(key, opts)
   return conn_fail(h, st)
 end
 function Connection:answer_challenge(key, opts)
-  local h = self._conn
+  local h = self[1]
   if not h then dead(self, "answer_challenge") end
   if type(key) ~= "string" then argerror(1, "answer_challenge", "string expected, got " .. type(key)) end
   local st = core.mpc_conn_answer_challenge(h, key, c_options(opts, 2, "answer_challenge"))
@@ -354,16 +378,16 @@ function Connection:answer_challenge(key, opts)
 end
 
 local function conn_gc(self)
-  local h = rawget(self, "_conn")
+  local h = rawget(self, 1)
   if h then
-    self._conn = nil
+    self[1] = nil
     c_conn_close(h)
   end
 end
 Conn_mt.__gc = conn_gc
 Conn_mt.__close = conn_gc
 Conn_mt.__tostring = function(self)
-  local h = rawget(self, "_conn")
+  local h = rawget(self, 1)
   if not h then return "mpconn.Connection (closed)" end
   return format("mpconn.Connection (fd %d)", core.mpc_conn_fileno(h))
 end
@@ -478,7 +502,12 @@ function M.pipe(duplex, opts)
   end
   local st, a, b, msg = core.mpc_pipe(duplex == false and 0 or 1, c_options(opts, 2, "pipe"))
   if st ~= OK then return nil, msg, NAMES[st] end
-  return wrap_conn(a), wrap_conn(b)
+  if duplex ~= false then return wrap_conn(a), wrap_conn(b) end
+  -- The writing end is a pipe: its sends keep SIGPIPE from killing the
+  -- process when the reader is gone (see "SIGPIPE" at the top).
+  local w = wrap_conn(b)
+  w.send_bytes, w.send_many = fast.pipe_send_bytes, fast.pipe_send_many
+  return wrap_conn(a), w
 end
 
 --- mpconn.wait(conns [, timeout]) -> list | nil, message, code
@@ -494,7 +523,7 @@ function M.wait(conns, timeout)
   local handles = {}
   for k = 1, n do
     local c = conns[k]
-    local h = type(c) == "table" and rawget(c, "_conn")
+    local h = type(c) == "table" and rawget(c, 1)
     if not h then
       if getmetatable(c) == Conn_mt then
         error(format("bad argument #1 to 'wait' (connection %d is closed)", k), 2)
