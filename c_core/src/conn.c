@@ -343,6 +343,15 @@ static mpc_status truncated(mpc_conn *c)
 static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
 {
     for (;;) {
+        /* Fast path: a whole non-negative 4-byte header already buffered
+         * and no header in progress (the decoder is idle).  The -1 form
+         * and the errors go through the decoder below. */
+        if (c->hdr_have == 0 && c->rend - c->rpos >= 4 && c->rbuf[c->rpos] < 0x80) {
+            const unsigned char *h = c->rbuf + c->rpos;
+            *len = ((uint64_t)h[0] << 24) | ((uint64_t)h[1] << 16) | ((uint64_t)h[2] << 8) | h[3];
+            c->rpos += 4;
+            return MPC_OK;
+        }
         if (c->rpos < c->rend) {
             size_t used = 0;
             uint64_t l = 0;
