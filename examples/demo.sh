@@ -73,9 +73,12 @@ if [ ! -x "$MPCONN" ] || [ ! -x "$VALUE_CLIENT" ]; then
 fi
 
 LUA="$(command -v lua5.4 || true)"
-if [ -n "$LUA" ] && [ ! -e "$BUILD/lua/mpconn/core.so" ] && [ -f "$BUILD/CMakeCache.txt" ] &&
-   grep -q mpconn_lua "$BUILD/Makefile" "$BUILD/build.ninja" 2>/dev/null; then
-  cmake --build "$BUILD" -j2 --target mpconn_lua >"$TMP/build-lua.log" 2>&1 || true
+if [ -n "$LUA" ] && [ ! -e "$BUILD/lua/mpconn/core.so" ]; then
+  label "building the Lua module (cmake target mpconn_lua)"
+  { cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_LUA=ON &&
+    cmake --build "$BUILD" -j2 --target mpconn_lua; } >"$TMP/build-lua.log" 2>&1 \
+    || { cat "$TMP/build-lua.log" >&2; echo "demo: building the Lua module failed" >&2; exit 1; }
+  echo "built $BUILD/lua/mpconn/core.so"
 fi
 export LUA_CPATH="$BUILD/lua/?.so;;" LUA_PATH="$BUILD/lua/?.lua;$ROOT/lua/?.lua;;"
 LUA_WHY=""
@@ -94,6 +97,15 @@ for cand in "${MPCONN_PYTHON:-}" "$BUILD/venv/bin/python" "$ROOT/build/venv/bin/
   [ -n "$cand" ] || continue
   if (cd "$TMP" && "$cand" -c 'from mpconn import Client' >/dev/null 2>&1); then PYM="$cand"; break; fi
 done
+if [ -z "$PYM" ]; then
+  # First run: install the package the way a user would (pip install .).
+  label "installing the mpconn Python package into $BUILD/venv (pip install ., first run only)"
+  { [ -x "$BUILD/venv/bin/python" ] || "$PY" -m venv "$BUILD/venv"; } >"$TMP/pip.log" 2>&1 &&
+    "$BUILD/venv/bin/python" -m pip install -q --disable-pip-version-check "$ROOT" >>"$TMP/pip.log" 2>&1 \
+    || { cat "$TMP/pip.log" >&2; echo "demo: pip install . failed" >&2; exit 1; }
+  PYM="$BUILD/venv/bin/python"
+  echo "installed; $PYM can import mpconn"
+fi
 
 # ------------------------------------------------------ the stock listener
 # Starts examples/python/listener.py (stock CPython, one client) and sets
