@@ -53,8 +53,12 @@ cmake --build "$BUILD" -j"$JOBS" || die "build"
 
 step "ctest"
 LOG="$BUILD/ctest-last.log"
-MATRIX="$BUILD/tests/interop/interop-matrix.txt"
-rm -f "$MATRIX"
+# Tables the suites write (ctest hides the output of passing tests).
+REPORTS=("$BUILD/tests/interop/interop-matrix.txt"
+         "$BUILD/tests/interop/matrix.txt"
+         "$BUILD/tests/reliability/reliability-figures.txt"
+         "$BUILD/tests/hostile/hostile-table.txt")
+rm -f "${REPORTS[@]}"
 set +e
 ctest --test-dir "$BUILD" --output-on-failure -j"$JOBS" --timeout 900 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
@@ -78,10 +82,12 @@ else
 fi
 # The interop matrix (written by tests/interop/conftest.py) is worth seeing
 # even when everything passed, which ctest would not show.
-if [ -f "$MATRIX" ]; then
-  echo
-  cat "$MATRIX"
-fi
+for report in "${REPORTS[@]}"; do
+  if [ -f "$report" ]; then
+    echo
+    cat "$report"
+  fi
+done
 echo
 echo "$verdict"
 exit "$status"
