@@ -339,11 +339,21 @@ static void fill_options(const struct cli *c, mpc_options *o)
 static int print_message(const struct cli *c, const unsigned char *p, size_t n)
 {
     if (c->hex) {
+        /* Hex in 8 KiB chunks: one fwrite per chunk, not a call per digit
+         * (a 64 MiB message is 128 MiB of text). */
         static const char digits[] = "0123456789abcdef";
+        char out[8192];
+        size_t o = 0;
         for (size_t i = 0; i < n; i++) {
-            putchar(digits[p[i] >> 4]);
-            putchar(digits[p[i] & 15]);
+            out[o++] = digits[p[i] >> 4];
+            out[o++] = digits[p[i] & 15];
+            if (o == sizeof out) {
+                fwrite(out, 1, o, stdout);
+                o = 0;
+            }
         }
+        if (o)
+            fwrite(out, 1, o, stdout);
     } else if (n) {
         fwrite(p, 1, n, stdout);
     }
