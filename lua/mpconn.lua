@@ -198,9 +198,11 @@ local Conn_mt = {
 -- metatable lookup per call.
 local fast -- the C methods, set below
 
+local values -- the C value closures, set below
+
 local function wrap_conn(h)
   return setmetatable({ h, send_bytes = fast.send_bytes, send_many = fast.send_many,
-    recv_bytes = fast.recv_bytes }, Conn_mt)
+    recv_bytes = fast.recv_bytes, send = values.send, recv = values.recv }, Conn_mt)
 end
 
 -- Raises the right error for a method called on something without a live
@@ -275,6 +277,247 @@ Connection.recv_bytes = fast.recv_bytes
 -- messages of 1 KiB to 4 MiB; see lua/README.md "Speed and memory"); for
 -- tests.
 M._recv_buffer_size = fast.stage_size
+
+---------------------------------------------------------------------------
+-- Values: conn:send(v), conn:recv(), mpconn.encode/decode/repr
+---------------------------------------------------------------------------
+-- Lua values travel as pickles of plain Python values, converted in C
+-- (bindings/lua/mpconn_lua.i).  lua/README.md "Values" has the mapping and
+-- every rule; in short:
+--   nil (top level) / mpconn.null <-> None;  booleans <-> bool;
+--   integers <-> int (beyond 64 bits: mpconn.bigint "decimal text");
+--   floats <-> float;  strings -> str if valid UTF-8, else bytes;
+--   str -> string;  bytes, bytearray -> string (or, with {bytes = "marked"},
+--   mpconn.bytes / mpconn.bytearray values);
+--   tables with exactly the keys 1..n (n >= 1) and mpconn.list{} -> list;
+--   mpconn.tuple{} -> tuple; list/tuple -> mpconn.list tables (tuples
+--   marked mpconn.tuple with {tuple = "marked"}, and always inside keys);
+--   mpconn.set{...}/mpconn.frozenset{...} <-> set/frozenset ({item = true});
+--   every other table, and {} -> dict (keys sorted: numbers, strings, bytes,
+--   booleans, the rest), mpconn.dict(t, order) with an explicit key order;
+--   dict -> plain table (with {ordered = true}: marked with its key order).
+-- Sending raises for what cannot be sent (functions, cycles, unhashable
+-- keys, ...): nothing was sent then.  Receiving a pickle that is refused
+-- (it would run code) returns nil, message, "VALUE" and the connection
+-- stays usable.
+
+local MARKS -- metatable -> kind name, for mpconn.kind
+
+local function send_prep(self, opts, nargs)
+  if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "send", 1) end
+  if nargs < 1 then argerror(1, "send", "value expected", 3) end
+  local protocol, depth = 4, 0
+  if opts ~= nil then
+    if type(opts) ~= "table" then argerror(2, "send", "options table expected, got " .. type(opts), 3) end
+    for k in pairs(opts) do
+      if k ~= "protocol" and k ~= "max_depth" then
+        error(format("unknown option '%s' to 'send'", tostring(k)), 3)
+      end
+    end
+    protocol = opts.protocol or 4
+    if math_type(protocol) ~= "integer" or protocol < 2 or protocol > 5 then
+      error(format("option protocol to 'send': 2, 3, 4 or 5 expected, got %s", tostring(protocol)), 3)
+    end
+    depth = opts.max_depth or 0
+    if math_type(depth) ~= "integer" or depth < 0 or depth > values.DEPTH_MAX then
+      error(format("option max_depth to 'send': integer 1..%d expected", values.DEPTH_MAX), 3)
+    end
+  end
+  return protocol + depth * 256
+end
+
+local PY2_STR = { ascii = 0, bytes = 1, latin1 = 2 }
+
+local function recv_flags(opts, fname, level)
+  if opts == nil then return 3 << values.R_PY2_SHIFT end
+  if type(opts) ~= "table" then
+    error(format("bad argument #1 to '%s' (options table expected, got %s)", fname, type(opts)), level)
+  end
+  local flags = 0
+  for k, v in pairs(opts) do
+    if k == "bytes" then
+      if v == "marked" then flags = flags | values.R_BYTES_MARKED
+      elseif v ~= "string" then
+        error(format("option bytes to '%s': \"string\" or \"marked\" expected", fname), level)
+      end
+    elseif k == "tuple" then
+      if v == "marked" then flags = flags | values.R_TUPLE_MARKED
+      elseif v ~= "list" then
+        error(format("option tuple to '%s': \"list\" or \"marked\" expected", fname), level)
+      end
+    elseif k == "ordered" then
+      if type(v) ~= "boolean" then error(format("option ordered to '%s': boolean expected", fname), level) end
+      if v then flags = flags | values.R_ORDERED end
+    elseif k == "py2_str" then
+      if not PY2_STR[v] then
+        error(format("option py2_str to '%s': \"bytes\", \"ascii\" or \"latin1\" expected", fname), level)
+      end
+    elseif k == "max_depth" then
+      if math_type(v) ~= "integer" or v < 1 or v > values.DEPTH_MAX then
+        error(format("option max_depth to '%s': integer 1..%d expected", fname, values.DEPTH_MAX), level)
+      end
+      flags = flags | (v << values.R_DEPTH_SHIFT)
+    else
+      error(format("unknown option '%s' to '%s'", tostring(k), fname), level)
+    end
+  end
+  return flags | ((opts.py2_str and PY2_STR[opts.py2_str] or 3) << values.R_PY2_SHIFT)
+end
+
+local function recv_prep(self, opts, nargs)
+  if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "recv", 1) end
+  return recv_flags(opts, "recv", 4)
+end
+
+values = core.value_setup({ fail = conn_fail, send_prep = send_prep, recv_prep = recv_prep })
+
+--- conn:send(v [, opts]) -> true | nil, message, code
+-- Sends v as one pickled message, as Python's Connection.send(obj).  opts:
+-- protocol (2, 3, 4 or 5; default 4; 2 for Python 2.7 peers), max_depth
+-- (default 1000).  Raises if v cannot be sent as a Python value.
+Connection.send = values.send
+
+--- conn:recv([opts]) -> value | nil, message, code
+-- Receives one pickled message, as Python's Connection.recv(), but safely:
+-- a pickle that would call anything gives nil, message, "VALUE" (the
+-- message names the opcode, the global and the offset) and the connection
+-- stays usable.  A None message returns a single nil: tell it from a
+-- failure by the second result.  opts: bytes ("string" default, "marked"),
+-- tuple ("list" default, "marked"), ordered (false; true: dicts remember
+-- their key order), py2_str ("bytes" default, "ascii", "latin1": Python 2
+-- str), max_depth (default 1000).
+Connection.recv = values.recv
+
+--- mpconn.null: None inside tables (a unique userdata; tostring "mpconn.null").
+M.null = values.null
+getmetatable(values.null).__tostring = function() return "mpconn.null" end
+getmetatable(values.null).__metatable = "mpconn.null"
+
+local META = values.meta
+MARKS = {}
+for name, mt in pairs(META) do MARKS[mt] = name end
+
+-- Marked scalars: {value = s}; tostring gives s, # its length, == compares.
+for _, name in ipairs({ "bytes", "bytearray", "bigint" }) do
+  local mt = META[name]
+  mt.__tostring = function(b) return b.value end
+  mt.__len = function(b) return #b.value end
+  mt.__eq = function(a, b) return getmetatable(a) == getmetatable(b) and a.value == b.value end
+end
+
+-- mark(t, mt, fname): sets a marking metatable on t (a new table if nil).
+local function mark(t, mt, fname, what)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then argerror(1, fname, (what or "table") .. " expected, got " .. type(t), 3) end
+  local old = getmetatable(t)
+  if old ~= nil and old ~= mt and not MARKS[old] and not (type(old) == "table" and rawget(old, "__order")) then
+    argerror(1, fname, "the table already has a metatable", 3)
+  end
+  return setmetatable(t, mt)
+end
+
+--- mpconn.list([t]) -> t, marked as a list (sent as t[1]..t[#t]; an empty
+-- one stays a list).  mpconn.tuple([t]) likewise for a tuple.  Both mark t
+-- in place and return it.
+function M.list(t) return mark(t, META.list, "list") end
+function M.tuple(t) return mark(t, META.tuple, "tuple") end
+
+--- mpconn.dict([t [, order]]) -> t, marked as a dict (an empty one stays a
+-- dict, {1, 2} becomes {1: 1, 2: 2}).  order: a list of keys sent first,
+-- in that order (keys it lists that t lacks are skipped); the other keys
+-- follow, sorted.
+function M.dict(t, order)
+  if order == nil then return mark(t, META.dict, "dict") end
+  if type(order) ~= "table" then argerror(2, "dict", "list of keys expected, got " .. type(order)) end
+  local mt = {}
+  for k, v in pairs(META.dict) do mt[k] = v end
+  mt.__order = order
+  return mark(t, mt, "dict")
+end
+
+--- mpconn.set(items), mpconn.frozenset(items) -> a new table {item = true}
+-- for each item of the list items, marked as a set / frozenset.
+local function make_set(items, mt, fname)
+  if items ~= nil and type(items) ~= "table" then argerror(1, fname, "list expected, got " .. type(items), 3) end
+  local s = {}
+  if items then
+    for i = 1, #items do
+      local v = items[i]
+      if v == nil then v = M.null end
+      s[v] = true
+    end
+  end
+  return setmetatable(s, mt)
+end
+function M.set(items) return make_set(items, META.set, "set") end
+function M.frozenset(items) return make_set(items, META.frozenset, "frozenset") end
+
+--- mpconn.bytes(s), mpconn.bytearray(s) -> a value sent as bytes /
+-- bytearray whatever s holds.  b.value is s, tostring(b) too.
+function M.bytes(s)
+  if type(s) ~= "string" then argerror(1, "bytes", "string expected, got " .. type(s)) end
+  return setmetatable({ value = s }, META.bytes)
+end
+function M.bytearray(s)
+  if s == nil then s = "" end
+  if type(s) ~= "string" then argerror(1, "bytearray", "string expected, got " .. type(s)) end
+  return setmetatable({ value = s }, META.bytearray)
+end
+
+--- mpconn.bigint(text) -> an int of any size, from its decimal text (how
+-- a received int beyond 64 bits arrives: b.value is the text).
+function M.bigint(text)
+  if type(text) == "number" and math_type(text) == "integer" then text = tostring(text) end
+  if type(text) ~= "string" or not text:find("^[-+]?%d+$") or #text > 4301 then
+    argerror(1, "bigint", "decimal text \"[-+]digits\" expected")
+  end
+  return setmetatable({ value = text }, META.bigint)
+end
+
+--- mpconn.kind(v) -> "null", "list", "tuple", "dict", "set", "frozenset",
+-- "bytes", "bytearray", "bigint" for a marked value, else nil.
+function M.kind(v)
+  if v == M.null then return "null" end
+  if type(v) ~= "table" then return nil end
+  local mt = getmetatable(v)
+  if mt == nil then return nil end
+  if MARKS[mt] then return MARKS[mt] end
+  if type(mt) == "table" and rawget(mt, "__order") and rawget(mt, "__mpconn") == values.kinds.dict then
+    return "dict"
+  end
+  return nil
+end
+
+--- mpconn.order(t) -> the key order of a dict marked with one (from
+-- mpconn.dict(t, order) or recv{ordered = true}), else nil.
+function M.order(t)
+  local mt = type(t) == "table" and getmetatable(t)
+  return type(mt) == "table" and rawget(mt, "__order") or nil
+end
+
+--- mpconn.encode(v [, opts]) -> the pickle conn:send(v, opts) would send.
+function M.encode(v, opts)
+  if opts ~= nil and type(opts) ~= "table" then argerror(2, "encode", "options table expected") end
+  local protocol = opts and opts.protocol or 4
+  if math_type(protocol) ~= "integer" or protocol < 2 or protocol > 5 then
+    error(format("option protocol to 'encode': 2, 3, 4 or 5 expected, got %s", tostring(protocol)), 2)
+  end
+  return values.encode(v, protocol, opts and opts.max_depth or 0)
+end
+
+--- mpconn.decode(pickle [, opts]) -> value | nil, message, "VALUE"
+-- What conn:recv(opts) returns for a message holding pickle.
+function M.decode(s, opts)
+  if type(s) ~= "string" then argerror(1, "decode", "string expected, got " .. type(s)) end
+  return values.decode(s, recv_flags(opts, "decode", 3))
+end
+
+--- mpconn.repr(v [, max_len]) -> the text Python's repr() prints for the
+-- value v is sent as (nil, message, "VALUE" if longer than max_len bytes).
+function M.repr(v, max_len)
+  if max_len ~= nil and math_type(max_len) ~= "integer" then argerror(2, "repr", "integer expected") end
+  return values.repr(v, max_len or -1)
+end
 
 --- Not offered; raises with the reason.
 function Connection:recv_bytes_into()
@@ -506,7 +749,7 @@ function M.pipe(duplex, opts)
   -- The writing end is a pipe: its sends keep SIGPIPE from killing the
   -- process when the reader is gone (see "SIGPIPE" at the top).
   local w = wrap_conn(b)
-  w.send_bytes, w.send_many = fast.pipe_send_bytes, fast.pipe_send_many
+  w.send_bytes, w.send_many, w.send = fast.pipe_send_bytes, fast.pipe_send_many, values.pipe_send
   return wrap_conn(a), w
 end
 
