@@ -401,7 +401,8 @@ MPC_API mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n);
 
 /* Receives one whole message.  The declared length is checked against
  * maxlength (MPC_NO_LIMIT = none) and the connection's max_message_size
- * before anything is allocated; a longer message gives MPC_TOOLONG, leaves
+ * before anything is allocated (a length above PTRDIFF_MAX, which no buffer
+ * can hold, is always too long); a longer message gives MPC_TOOLONG, leaves
  * the payload unread and, as CPython does, makes the connection no longer
  * readable (a read-only connection is closed).  Memory is never allocated
  * for more than the bytes that actually arrived plus a bounded step, so a

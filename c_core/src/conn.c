@@ -413,9 +413,12 @@ static mpc_status begin(mpc_conn *c, size_t maxlength, mpc__deadline dl, uint64_
         return set_err(c, MPC_INVAL, 0,
                        "a message is partly received; finish it with mpc_recv_payload()");
     }
+    /* No object can be larger than PTRDIFF_MAX bytes, so a longer claim
+     * (-1 followed by 2^63, say) is refused at once even without a limit,
+     * instead of holding the connection while waiting for the impossible. */
     if (c->pend_len > (uint64_t)maxlength ||
         (c->max_message_size && c->pend_len > c->max_message_size) ||
-        c->pend_len > (uint64_t)SIZE_MAX)
+        c->pend_len > (uint64_t)PTRDIFF_MAX)
         return too_long(c, c->pend_len);
     *len = c->pend_len;
     if (c->pend_len == 0)
