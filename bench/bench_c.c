@@ -5,7 +5,8 @@
  *
  *   bench_c IMPL MODE SIZE COUNT TRANSPORT PIN
  *     IMPL       plain | mpconn
- *     MODE       pingpong | stream | batch   (batch: mpconn only)
+ *     MODE       pingpong | stream | batch | connect | connect-auth
+ *                (batch and connect*: mpconn only; SIZE is ignored by connect*)
  *     TRANSPORT  unix | tcp
  *     PIN        1 = both processes on CPU 0, 0 = free
  *
@@ -216,6 +217,80 @@ static void server(const bench_io *io, void *h, const char *mode, size_t size, l
     (void)size;
 }
 
+/* Connections per second through mpc_connect + mpc_listener_accept + one
+ * 1-byte message, with or without the authkey handshake (mode "connect" /
+ * "connect-auth"): the difference is what the handshake costs, compared
+ * with the connect itself. */
+static int connect_bench(const char *transport, long count, int auth)
+{
+    char spec[128];
+    if (strcmp(transport, "tcp") == 0)
+        snprintf(spec, sizeof spec, "127.0.0.1:0");
+    else
+        snprintf(spec, sizeof spec, "/tmp/mpconn-bench-%d.sock", (int)getpid());
+    unlink(spec);
+    mpc_options o;
+    mpc_options_init(&o);
+    o.backlog = 64;
+    if (auth) {
+        o.authkey = "bench-key";
+        o.authkey_len = 9;
+    }
+    mpc_error err;
+    mpc_listener *l;
+    if (mpc_listen(spec, &o, &l, &err) != MPC_OK) {
+        fprintf(stderr, "listen: %s\n", err.message);
+        return 2;
+    }
+    char addr[256];
+    snprintf(addr, sizeof addr, "%s", mpc_listener_address(l));
+    pid_t child = fork();
+    if (child < 0)
+        die("fork");
+    if (child == 0) {
+        for (long i = 0; i < count; i++) {
+            mpc_conn *c;
+            if (mpc_listener_accept(l, MPC_FOREVER, &c, &err) != MPC_OK) {
+                fprintf(stderr, "accept: %s\n", err.message);
+                _exit(2);
+            }
+            /* One message so the client cannot run ahead of accept (it
+             * would overflow the backlog and measure SYN retries). */
+            if (mpc_send_bytes(c, "k", 1) != MPC_OK)
+                _exit(2);
+            mpc_conn_close(c);
+        }
+        _exit(0);
+    }
+    double t0 = now_s();
+    for (long i = 0; i < count; i++) {
+        mpc_conn *c;
+        if (mpc_connect(addr, &o, &c, &err) != MPC_OK) {
+            fprintf(stderr, "connect: %s\n", err.message);
+            return 2;
+        }
+        char k;
+        size_t n;
+        if (mpc_recv_bytes_into(c, &k, 1, &n) != MPC_OK) {
+            fprintf(stderr, "recv: %s\n", mpc_conn_errmsg(c));
+            return 2;
+        }
+        mpc_conn_close(c);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    double secs = now_s() - t0;
+    mpc_listener_close(l);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return 2;
+    printf("{\"impl\": \"c-mpconn\", \"mode\": \"%s\", \"size\": 0, \"count\": %ld, "
+           "\"seconds\": %.6f, \"ops_per_s\": %.1f, \"mb_per_s\": 0, \"p50_us\": %.2f, "
+           "\"p99_us\": 0}\n",
+           auth ? "connect-auth" : "connect", count, secs, (double)count / secs,
+           secs / (double)count * 1e6);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 7) {
@@ -228,6 +303,16 @@ int main(int argc, char **argv)
     int pin = atoi(argv[6]);
     int is_mpc = strcmp(impl, "mpconn") == 0;
     const bench_io *io = is_mpc ? &MPC : &PLAIN;
+    if (strncmp(mode, "connect", 7) == 0) {
+        if (!is_mpc) {
+            fprintf(stderr, "connect modes need mpconn\n");
+            return 2;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        if (pin)
+            pin_cpu0();
+        return connect_bench(transport, count, strcmp(mode, "connect-auth") == 0);
+    }
     if (strcmp(mode, "batch") == 0 && !is_mpc) {
         fprintf(stderr, "batch needs mpconn\n");
         return 2;

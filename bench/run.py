@@ -24,11 +24,14 @@ ROOT = os.path.dirname(HERE)
 BUILD = os.environ.get("MPCONN_BUILD", os.path.join(ROOT, "build"))
 
 SIZES = [16, 1024, 65536, 1 << 20, 16 << 20]
+MODES = ["pingpong", "stream", "batch", "connect", "connect-auth"]
 COUNTS = {  # messages per run, by mode and size: about 0.1-0.5 s each
     "pingpong": {16: 20000, 1024: 20000, 65536: 3000, 1 << 20: 300, 16 << 20: 20},
     "stream": {16: 200000, 1024: 100000, 65536: 10000, 1 << 20: 1000, 16 << 20: 64},
 }
 COUNTS["batch"] = COUNTS["stream"]
+# Connections per run for the handshake cost (mpconn C only).
+COUNTS["connect"] = COUNTS["connect-auth"] = {0: 2000}
 
 
 def impl_cmd(impl, mode, size, count, transport, python, lua):
@@ -55,6 +58,9 @@ def cells(impls, quick):
                 if mode == "batch" and size > 65536:
                     continue
                 yield mode, size, impl
+    for mode in ("connect", "connect-auth"):
+        if "c-mpconn" in impls:
+            yield mode, 0, "c-mpconn"
 
 
 def run_one(cmd, pinned, env):
@@ -138,7 +144,31 @@ def main():
     with open(args.out, "w") as f:
         json.dump({"machine": machine, "results": results}, f, indent=1)
     print_table(results, machine)
+    print_handshake_cost(results)
     print("\nresults written to %s" % args.out)
+
+
+def print_handshake_cost(results):
+    """SPEC 6: the handshake (both legs) should cost less than one TCP
+    connect.  Cost = time per connection with the handshake minus without
+    (both include connect, accept and one 1-byte message)."""
+    by = {(r["placement"], r["transport"], r["mode"]): r for r in results
+          if r["mode"].startswith("connect") and "ops_per_s" in r}
+    for pl in sorted({k[0] for k in by}):
+        tcp = by.get((pl, "tcp", "connect"))
+        for tr in ("unix", "tcp"):
+            plain, auth = by.get((pl, tr, "connect")), by.get((pl, tr, "connect-auth"))
+            if not (plain and auth):
+                continue
+            plain_us = 1e6 / plain["ops_per_s"]
+            hs_us = 1e6 / auth["ops_per_s"] - plain_us
+            line = "handshake cost, %s %s: connection without key %.1f us, handshake adds %.1f us" % (
+                pl, tr, plain_us, hs_us)
+            if tcp:
+                tcp_us = 1e6 / tcp["ops_per_s"]
+                line += " (%s than a TCP connection, %.1f us)" % (
+                    "less" if hs_us < tcp_us else "MORE", tcp_us)
+            print(line)
 
 
 def _cpu_model():
@@ -164,7 +194,7 @@ def print_table(results, machine):
     order = {"c-plain": 0, "c-mpconn": 1, "py-mpconn": 2, "lua-mpconn": 3, "py-stock": 4,
              "py-zmq": 5}
     rows = sorted(results, key=lambda r: (r["placement"] != "pinned", r["transport"],
-                                          ["pingpong", "stream", "batch"].index(r["mode"]),
+                                          MODES.index(r["mode"]),
                                           r["size"], order.get(r["impl"], 9)))
     hdr = "%-6s %-4s %-8s %-7s %-10s %12s %10s %9s %9s %9s" % (
         "place", "tr", "mode", "size", "impl", "ops/s", "MB/s", "p50 us", "vs C", "vs stock")
