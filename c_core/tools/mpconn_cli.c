@@ -81,6 +81,12 @@ static const char usage_text[] =
     "  --timeout SECONDS    give up waiting for a client, a connection or a\n"
     "                       message after this long; also the handshake\n"
     "                       deadline (default handshake deadline: 10 s)\n"
+    "  --handshake-timeout SECONDS\n"
+    "                       the handshake deadline alone (overrides --timeout\n"
+    "                       for it), e.g. a long-lived listener that drops\n"
+    "                       silent clients quickly\n"
+    "  --backlog N          listen: queue of pending connections (default 1,\n"
+    "                       as CPython's Listener)\n"
     "\n"
     "exit status: 0 success, 1 other error, 2 usage, 3 cannot connect or\n"
     "listen, 4 authentication failed, 5 timed out, 6 protocol error (bad\n"
@@ -103,6 +109,8 @@ struct cli {
     long count;
     long recv;
     double timeout; /* seconds; < 0 = none */
+    double handshake_timeout; /* seconds; < 0 = from --timeout or 10 s */
+    long backlog;             /* 0 = the library's default (1) */
     char **messages;
     int nmessages;
 };
@@ -206,6 +214,7 @@ static int parse_args(struct cli *c, int argc, char **argv)
     const char *key_arg = NULL;
     c->cmd = argv[1];
     c->timeout = -1;
+    c->handshake_timeout = -1;
     c->messages = calloc((size_t)argc, sizeof *c->messages);
     c->values = calloc((size_t)argc, sizeof *c->values);
     c->from_stdin = calloc((size_t)argc, 1);
@@ -236,13 +245,15 @@ static int parse_args(struct cli *c, int argc, char **argv)
         } else if (a[0] == '-' && a[1] == '-') {
             static const char *const known[] = {"--authkey", "--authkey-file", "--dialect",
                                                 "--timeout", "--count",        "--recv",
-                                                "--value",   "--protocol"};
+                                                "--value",   "--protocol",
+                                                "--handshake-timeout", "--backlog"};
             int ok = 0;
             for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
                 ok |= strcmp(a, known[k]) == 0;
             if (!ok || (listen && strcmp(a, "--recv") == 0) ||
                 (listen && strcmp(a, "--value") == 0) ||
-                (!listen && strcmp(a, "--count") == 0))
+                (!listen && strcmp(a, "--count") == 0) ||
+                (!listen && strcmp(a, "--backlog") == 0))
                 return usage_error("unknown option %s", a);
             if (!v)
                 return usage_error("option %s needs a value", a);
@@ -264,6 +275,14 @@ static int parse_args(struct cli *c, int argc, char **argv)
                 c->timeout = strtod(v, &end);
                 if (end == v || *end || !(c->timeout >= 0) || c->timeout > 1e9)
                     return usage_error("bad --timeout '%s' (seconds)", v);
+            } else if (strcmp(a, "--handshake-timeout") == 0) {
+                char *end;
+                c->handshake_timeout = strtod(v, &end);
+                if (end == v || *end || !(c->handshake_timeout > 0) || c->handshake_timeout > 1e9)
+                    return usage_error("bad --handshake-timeout '%s' (seconds > 0)", v);
+            } else if (listen && strcmp(a, "--backlog") == 0) {
+                if (parse_long(v, &c->backlog) < 0 || c->backlog < 1 || c->backlog > 65535)
+                    return usage_error("bad --backlog '%s' (1 to 65535)", v);
             } else if (listen && strcmp(a, "--count") == 0) {
                 if (parse_long(v, &c->count) < 0)
                     return usage_error("bad --count '%s'", v);
@@ -334,6 +353,11 @@ static void fill_options(const struct cli *c, mpc_options *o)
         o->connect_timeout = ms > 0 ? ms : 1;
         o->io_timeout = ms > 0 ? ms : 1;
     }
+    if (c->handshake_timeout > 0) {
+        mpc_ms ms = (mpc_ms)(c->handshake_timeout * 1000.0 + 0.999);
+        o->handshake_timeout = ms > 0 ? ms : 1;
+    }
+    o->backlog = (int)c->backlog;
 }
 
 static int print_message(const struct cli *c, const unsigned char *p, size_t n)
