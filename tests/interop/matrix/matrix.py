@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import py_peer  # noqa: E402  (the pattern lives in the Python peer: one definition)
+sys.path.insert(1, os.path.dirname(HERE))
+from harness import _probe  # noqa: E402  (interpreter probing: one definition, tests/interop)
 
 PY_PEER = os.path.join(HERE, "py_peer.py")
 LUA_PEER = os.path.join(HERE, "lua_peer.lua")
@@ -102,19 +104,6 @@ class Impl(object):
 
     def __repr__(self):
         return self.name
-
-
-def _probe(path):
-    """(version, real executable) of a Python interpreter, or None."""
-    try:
-        out = subprocess.check_output(
-            [path, "-c", "import sys, os; print('%d.%d.%d' % sys.version_info[:3]); "
-                         "print(os.path.realpath(sys.executable))"],
-            stderr=subprocess.STDOUT, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = out.decode("utf-8", "replace").split()
-    return (lines[0], lines[1]) if len(lines) >= 2 else None
 
 
 def _pyenv_versions():
