@@ -46,7 +46,7 @@ if [ -f "$ROOT/setup.py" ] || [ -f "$ROOT/pyproject.toml" ]; then
 fi
 
 step "CMake configure: $BUILD"
-cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_TESTS=ON -DMPCONN_PYTHON="$VPY" || die "cmake configure"
+cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_TESTS=ON -DMPCONN_BUILD_LUA=ON -DMPCONN_PYTHON="$VPY" || die "cmake configure"
 
 step "CMake build (-j$JOBS)"
 cmake --build "$BUILD" -j"$JOBS" || die "build"

@@ -233,7 +233,10 @@ MPC_API mpc_status mpc_frame_feed(mpc_frame_decoder *d, const void *data, size_t
  * mpc_hs_verify(); send "#WELCOME#" or "#FAILURE#".  The answer leg
  * (responder): receive the challenge; send mpc_hs_respond(); receive the
  * verdict; mpc_hs_check_welcome().  Listener: deliver then answer.  Client:
- * answer then deliver.
+ * answer then deliver.  (mpc_connect and mpc_listener_accept write the
+ * same frames in the same order but pipeline them: the client sends its
+ * reply and its own challenge together before reading the verdict, and the
+ * listener then sends its verdict and its reply together.)
  * ======================================================================== */
 #define MPC_HS_FRAME_MAX 256
 #define MPC_HS_CHALLENGE "#CHALLENGE#"

@@ -716,7 +716,33 @@ mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n)
 
 /* ------------------------------------------------------------------------
  * Handshake driver
+ *
+ * The two legs are CPython's (PROTOCOL.md 2): deliver = send a challenge,
+ * receive the reply, send the verdict; answer = receive a challenge, send
+ * the reply, receive the verdict.  The bytes each side writes are exactly
+ * CPython's, in CPython's order; what differs is only when they are
+ * written.  Frames are queued in an hs_io and written together when the
+ * driver is about to wait for input, or at the end:
+ *   - the client queues its reply, then its own challenge, and only then
+ *     waits for the verdict, so reply and challenge travel in one write
+ *     (a CPython server reads the reply, sends its verdict, and then reads
+ *     the challenge, which is already there);
+ *   - the server, after queueing "#WELCOME#", finds such a pipelined
+ *     challenge already buffered, so its verdict and its reply also travel
+ *     in one write.  Against a CPython client nothing is buffered, so the
+ *     verdict is written before the server waits.
+ * The handshake then takes four one-way trips instead of six (each trip a
+ * context switch when both peers share a CPU).  The rule that keeps it
+ * deadlock-free: never wait for input with output still queued.
  * ------------------------------------------------------------------------ */
+#define HS_OUT_FRAMES 2
+typedef struct hs_io {
+    mpc_conn *c;
+    mpc__deadline dl;
+    size_t len;
+    unsigned char buf[HS_OUT_FRAMES * (4 + MPC_HS_FRAME_MAX)];
+} hs_io;
+
 static mpc_status hs_fail(mpc_conn *c, mpc_status st)
 {
     if (st == MPC_TIMEOUT)
@@ -726,17 +752,58 @@ static mpc_status hs_fail(mpc_conn *c, mpc_status st)
     return st;
 }
 
-static mpc_status hs_send(mpc_conn *c, const void *buf, size_t len, mpc__deadline dl)
+/* Writes the queued frames, if any. */
+static mpc_status hs_flush(hs_io *io)
 {
-    return hs_fail(c, send_one(c, buf, len, dl));
+    if (io->len == 0)
+        return MPC_OK;
+    struct iovec iov = {io->buf, io->len};
+    size_t total = io->len;
+    io->len = 0;
+    return hs_fail(io->c, send_iov(io->c, &iov, 1, total, io->dl));
 }
 
-static mpc_status hs_recv(mpc_conn *c, unsigned char *buf, size_t *len, mpc__deadline dl)
+/* Queues one handshake frame (len <= MPC_HS_FRAME_MAX); flushes first if
+ * the queue is full. */
+static mpc_status hs_put(hs_io *io, const void *buf, size_t len)
 {
+    if (io->len + 4 + len > sizeof io->buf) {
+        mpc_status st = hs_flush(io);
+        if (st != MPC_OK)
+            return st;
+    }
+    io->len += mpc_frame_header(len, io->buf + io->len);
+    memcpy(io->buf + io->len, buf, len);
+    io->len += len;
+    return MPC_OK;
+}
+
+/* Whether a whole frame with a short header is already in the read
+ * buffer, so that receiving it needs no system call. */
+static int hs_frame_buffered(const mpc_conn *c)
+{
+    size_t avail = c->rend - c->rpos;
+    if (c->pending || c->hdr_have || avail < 4 || c->rbuf[c->rpos] >= 0x80)
+        return 0;
+    const unsigned char *h = c->rbuf + c->rpos;
+    uint64_t l = ((uint64_t)h[0] << 24) | ((uint64_t)h[1] << 16) | ((uint64_t)h[2] << 8) | h[3];
+    return l <= avail - 4;
+}
+
+/* Receives one handshake frame (at most MPC_HS_FRAME_MAX bytes), writing
+ * the queued frames first unless the frame is already buffered. */
+static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
+{
+    mpc_conn *c = io->c;
     uint64_t l = 0;
-    mpc_status st = begin(c, MPC_HS_FRAME_MAX, dl, &l);
+    mpc_status st = MPC_OK;
+    if (!hs_frame_buffered(c))
+        st = hs_flush(io);
+    if (st != MPC_OK)
+        return st;
+    st = begin(c, MPC_HS_FRAME_MAX, io->dl, &l);
     if (st == MPC_OK) {
-        st = read_payload(c, buf, (size_t)l, dl);
+        st = read_payload(c, buf, (size_t)l, io->dl);
         if (st != MPC_OK)
             lost_message(c);
     }
@@ -744,54 +811,107 @@ static mpc_status hs_recv(mpc_conn *c, unsigned char *buf, size_t *len, mpc__dea
     return hs_fail(c, st);
 }
 
-static mpc_status deliver(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
-                          mpc__deadline dl)
+/* Deliver, first half: queue a fresh challenge (kept in chal for the
+ * check). */
+static mpc_status deliver_challenge(hs_io *io, const mpc_options *o, unsigned char *chal,
+                                    size_t *clen)
 {
     unsigned char rnd[MPC_HS_MODERN_RANDOM];
-    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
-    size_t clen = 0, rlen = 0;
     mpc_error e;
     mpc_status st = mpc_random(rnd, sizeof rnd);
     if (st != MPC_OK)
-        return set_err(c, st, 0, "cannot get random bytes for the challenge");
-    st = mpc_hs_challenge(o->dialect, o->digest, rnd, sizeof rnd, chal, sizeof chal, &clen, &e);
+        return set_err(io->c, st, 0, "cannot get random bytes for the challenge");
+    st = mpc_hs_challenge(o->dialect, o->digest, rnd, sizeof rnd, chal, MPC_HS_FRAME_MAX, clen,
+                          &e);
     if (st != MPC_OK)
-        return set_err(c, st, 0, "%s", e.message);
-    st = hs_send(c, chal, clen, dl);
-    if (st != MPC_OK)
-        return st;
-    st = hs_recv(c, reply, &rlen, dl);
+        return set_err(io->c, st, 0, "%s", e.message);
+    return hs_put(io, chal, *clen);
+}
+
+/* Deliver, second half: receive the reply to chal, verify it, and queue
+ * the verdict (a refusal is written at once, whatever it costs). */
+static mpc_status deliver_verdict(hs_io *io, const void *key, size_t key_len,
+                                  const mpc_options *o, const unsigned char *chal, size_t clen)
+{
+    unsigned char reply[MPC_HS_FRAME_MAX];
+    size_t rlen = 0;
+    mpc_error e;
+    mpc_status st = hs_get(io, reply, &rlen);
     if (st != MPC_OK)
         return st;
     st = mpc_hs_verify(o->dialect, key, key_len, chal, clen, reply, rlen, &e);
     if (st == MPC_OK)
-        return hs_send(c, MPC_HS_WELCOME, sizeof MPC_HS_WELCOME - 1, dl);
-    (void)send_one(c, MPC_HS_FAILURE, sizeof MPC_HS_FAILURE - 1, dl);
-    return set_err(c, st, 0, "%s", e.message);
+        return hs_put(io, MPC_HS_WELCOME, sizeof MPC_HS_WELCOME - 1);
+    if (hs_put(io, MPC_HS_FAILURE, sizeof MPC_HS_FAILURE - 1) == MPC_OK)
+        (void)hs_flush(io);
+    return set_err(io->c, st, 0, "%s", e.message);
+}
+
+/* Answer, first half: receive the peer's challenge and queue the reply. */
+static mpc_status answer_reply(hs_io *io, const void *key, size_t key_len, const mpc_options *o)
+{
+    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
+    size_t clen = 0, rlen = 0;
+    mpc_error e;
+    mpc_status st = hs_get(io, chal, &clen);
+    if (st != MPC_OK)
+        return st;
+    st = mpc_hs_respond(o->dialect, key, key_len, chal, clen, reply, sizeof reply, &rlen, &e);
+    if (st != MPC_OK)
+        return set_err(io->c, st, 0, "%s", e.message);
+    return hs_put(io, reply, rlen);
+}
+
+/* Answer, second half: receive the verdict on our reply. */
+static mpc_status answer_verdict(hs_io *io)
+{
+    unsigned char verdict[MPC_HS_FRAME_MAX];
+    size_t vlen = 0;
+    mpc_error e;
+    mpc_status st = hs_get(io, verdict, &vlen);
+    if (st != MPC_OK)
+        return st;
+    st = mpc_hs_check_welcome(verdict, vlen, &e);
+    if (st != MPC_OK)
+        return set_err(io->c, st, 0, "%s", e.message);
+    return MPC_OK;
+}
+
+/* Writes what is still queued (after a failure: a "#WELCOME#" queued
+ * before the answer leg failed, as CPython would have sent it).  A failure
+ * that came first wins, with its message. */
+static mpc_status hs_finish(hs_io *io, mpc_status st)
+{
+    if (st == MPC_OK || io->len == 0)
+        return st == MPC_OK ? hs_flush(io) : st;
+    mpc_conn *c = io->c;
+    int eno = c->last_errno;
+    char why[MPC_ERRMSG_MAX];
+    memcpy(why, c->msg, sizeof why);
+    (void)hs_flush(io);
+    return set_err(c, st, eno, "%s", why);
+}
+
+static mpc_status deliver(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
+                          mpc__deadline dl)
+{
+    hs_io io = {c, dl, 0, {0}};
+    unsigned char chal[MPC_HS_FRAME_MAX];
+    size_t clen = 0;
+    mpc_status st = deliver_challenge(&io, o, chal, &clen);
+    if (st == MPC_OK)
+        st = deliver_verdict(&io, key, key_len, o, chal, clen);
+    return hs_finish(&io, st);
 }
 
 static mpc_status answer(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
                          mpc__deadline dl)
 {
-    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX], verdict[MPC_HS_FRAME_MAX];
-    size_t clen = 0, rlen = 0, vlen = 0;
-    mpc_error e;
-    mpc_status st = hs_recv(c, chal, &clen, dl);
-    if (st != MPC_OK)
-        return st;
-    st = mpc_hs_respond(o->dialect, key, key_len, chal, clen, reply, sizeof reply, &rlen, &e);
-    if (st != MPC_OK)
-        return set_err(c, st, 0, "%s", e.message);
-    st = hs_send(c, reply, rlen, dl);
-    if (st != MPC_OK)
-        return st;
-    st = hs_recv(c, verdict, &vlen, dl);
-    if (st != MPC_OK)
-        return st;
-    st = mpc_hs_check_welcome(verdict, vlen, &e);
-    if (st != MPC_OK)
-        return set_err(c, st, 0, "%s", e.message);
-    return MPC_OK;
+    hs_io io = {c, dl, 0, {0}};
+    mpc_status st = answer_reply(&io, key, key_len, o);
+    if (st == MPC_OK)
+        st = answer_verdict(&io);
+    return hs_finish(&io, st);
 }
 
 static mpc__deadline hs_deadline(const mpc_options *o)
@@ -849,15 +969,31 @@ mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts)
     mpc_status st = hs_check(c, key, &opts, &d);
     if (st != MPC_OK)
         return st;
-    mpc__deadline dl = hs_deadline(opts);
+    hs_io io = {c, hs_deadline(opts), 0, {0}};
+    const void *k = key;
+    size_t klen = opts->authkey_len;
+    unsigned char chal[MPC_HS_FRAME_MAX];
+    size_t clen = 0;
     if (server) {
-        st = deliver(c, key, opts->authkey_len, opts, dl);
+        /* deliver, then answer; the verdict waits in the queue and leaves
+         * with the reply if the client pipelined its challenge. */
+        st = deliver_challenge(&io, opts, chal, &clen);
         if (st == MPC_OK)
-            st = answer(c, key, opts->authkey_len, opts, dl);
+            st = deliver_verdict(&io, k, klen, opts, chal, clen);
+        if (st == MPC_OK)
+            st = answer_reply(&io, k, klen, opts);
+        if (st == MPC_OK)
+            st = answer_verdict(&io);
     } else {
-        st = answer(c, key, opts->authkey_len, opts, dl);
+        /* answer and deliver interleaved: the reply and our challenge
+         * leave together, before we wait for the verdict. */
+        st = answer_reply(&io, k, klen, opts);
         if (st == MPC_OK)
-            st = deliver(c, key, opts->authkey_len, opts, dl);
+            st = deliver_challenge(&io, opts, chal, &clen);
+        if (st == MPC_OK)
+            st = answer_verdict(&io);
+        if (st == MPC_OK)
+            st = deliver_verdict(&io, k, klen, opts, chal, clen);
     }
-    return st;
+    return hs_finish(&io, st);
 }

@@ -164,7 +164,11 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
         ssize_t n;
         int limited = 0;
         struct iovec saved;
-        if (dl != MPC__NO_DEADLINE) {
+        /* A socket write with a deadline is tried first with MSG_DONTWAIT
+         * and waits for POLLOUT only on EAGAIN (below): sockets are almost
+         * always writable, and the poll would be a system call per write.
+         * A pipe has no per-call non-blocking flag, so it polls first. */
+        if (dl != MPC__NO_DEADLINE && !is_socket) {
             int ready = 0;
             mpc_status st = wait_fd(fd, POLLOUT, dl, intr, &ready, eno);
             if (st != MPC_OK)

@@ -417,6 +417,137 @@ static void a_silent_client_hits_the_handshake_deadline(void **state)
     mpc_listener_close(l);
 }
 
+
+/* An accept in a thread, for tests that play the client by hand. */
+struct accepter {
+    pthread_t tid;
+    mpc_listener *l;
+    mpc_conn *c;
+    mpc_status st;
+};
+
+static void *accepter_main(void *arg)
+{
+    struct accepter *a = arg;
+    mpc_error e;
+    a->st = mpc_listener_accept(a->l, ACCEPT_MS, &a->c, &e);
+    if (a->c)
+        mpc_conn_set_timeout(a->c, 10000);
+    return NULL;
+}
+
+static void accepter_start(struct accepter *a, mpc_listener *l)
+{
+    memset(a, 0, sizeof *a);
+    a->l = l;
+    assert_int_equal(pthread_create(&a->tid, NULL, accepter_main, a), 0);
+}
+
+static void accepter_join(struct accepter *a) { pthread_join(a->tid, NULL); }
+
+/* The client pipelines: its reply and its own challenge leave together,
+ * before it has the verdict (the bytes and their order on the wire are
+ * CPython's; only the waiting differs).  A raw server sees both frames
+ * without having sent "#WELCOME#" -- a client that waited for the verdict
+ * first would leave the second receive to time out.  Then the raw server
+ * answers like CPython, one frame per write, and the client completes. */
+static void the_client_sends_its_reply_and_challenge_in_one_trip(void **state)
+{
+    (void)state;
+    mpc_options co = keyed("secret", MPC_DIALECT_MODERN);
+    mpc_listener *rl = listen_ok("127.0.0.1:0", NULL);
+    struct client cl;
+    mpc_conn *c = NULL;
+    mpc_error e;
+    unsigned char rnd[MPC_HS_MODERN_RANDOM], chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
+    size_t clen = 0, rlen = 0, len = 0;
+    void *got = NULL, *theirs = NULL;
+    memset(rnd, 0x5a, sizeof rnd);
+
+    client_start(&cl, mpc_listener_address(rl), &co);
+    assert_int_equal(mpc_listener_accept(rl, ACCEPT_MS, &c, &e), MPC_OK);
+    mpc_conn_set_timeout(c, 10000);
+    assert_int_equal(mpc_hs_challenge(MPC_DIALECT_MODERN, "sha256", rnd, sizeof rnd, chal,
+                                      sizeof chal, &clen, &e),
+                     MPC_OK);
+    assert_int_equal(mpc_send_bytes(c, chal, clen), MPC_OK);
+    assert_int_equal(mpc_recv_bytes(c, MPC_HS_FRAME_MAX, &got, &len), MPC_OK);
+    assert_int_equal(mpc_hs_verify(MPC_DIALECT_MODERN, "secret", 6, chal, clen, got, len, &e),
+                     MPC_OK);
+    mpc_free(got);
+    /* No verdict sent yet, and the client's challenge is already here. */
+    mpc_conn_set_timeout(c, 3000);
+    assert_int_equal(mpc_recv_bytes(c, MPC_HS_FRAME_MAX, &theirs, &len), MPC_OK);
+    mpc_conn_set_timeout(c, 10000);
+    assert_true(len > 11 && memcmp(theirs, MPC_HS_CHALLENGE, 11) == 0);
+    assert_int_equal(mpc_send_bytes(c, MPC_HS_WELCOME, 9), MPC_OK);
+    assert_int_equal(mpc_hs_respond(MPC_DIALECT_MODERN, "secret", 6, theirs, len, reply,
+                                    sizeof reply, &rlen, &e),
+                     MPC_OK);
+    mpc_free(theirs);
+    assert_int_equal(mpc_send_bytes(c, reply, rlen), MPC_OK);
+    assert_int_equal(mpc_recv_bytes(c, MPC_HS_FRAME_MAX, &got, &len), MPC_OK);
+    assert_int_equal(len, 9);
+    assert_memory_equal(got, MPC_HS_WELCOME, 9);
+    mpc_free(got);
+    assert_int_equal(mpc_recv_bytes(c, MPC_NO_LIMIT, &got, &len), MPC_OK);
+    assert_int_equal(len, 5);
+    assert_memory_equal(got, "hello", 5);
+    mpc_free(got);
+    client_join(&cl);
+    assert_int_equal(cl.st, MPC_OK);
+    mpc_conn_close(c);
+    mpc_listener_close(rl);
+}
+
+/* The server takes a pipelined reply + challenge from one write, and its
+ * verdict and reply then reach the client with nothing sent in between. */
+static void the_server_answers_a_pipelined_client(void **state)
+{
+    (void)state;
+    mpc_options so = keyed("secret", MPC_DIALECT_MODERN);
+    mpc_listener *l = listen_ok("127.0.0.1:0", &so);
+    mpc_conn *raw = NULL;
+    mpc_error e;
+    unsigned char rnd[MPC_HS_MODERN_RANDOM], chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
+    size_t clen = 0, rlen = 0, len = 0;
+    void *got = NULL;
+    memset(rnd, 0xa5, sizeof rnd);
+
+    assert_int_equal(mpc_connect(mpc_listener_address(l), NULL, &raw, &e), MPC_OK);
+    mpc_conn_set_timeout(raw, 10000);
+    struct accepter a;
+    accepter_start(&a, l);
+    assert_int_equal(mpc_recv_bytes(raw, MPC_HS_FRAME_MAX, &got, &len), MPC_OK);
+    assert_int_equal(mpc_hs_respond(MPC_DIALECT_MODERN, "secret", 6, got, len, reply,
+                                    sizeof reply, &rlen, &e),
+                     MPC_OK);
+    mpc_free(got);
+    assert_int_equal(mpc_hs_challenge(MPC_DIALECT_MODERN, "sha256", rnd, sizeof rnd, chal,
+                                      sizeof chal, &clen, &e),
+                     MPC_OK);
+    mpc_buf two[2] = {{reply, rlen}, {chal, clen}};
+    assert_int_equal(mpc_send_many(raw, two, 2), MPC_OK);
+    assert_int_equal(mpc_recv_bytes(raw, MPC_HS_FRAME_MAX, &got, &len), MPC_OK);
+    assert_int_equal(len, 9);
+    assert_memory_equal(got, MPC_HS_WELCOME, 9);
+    mpc_free(got);
+    assert_int_equal(mpc_recv_bytes(raw, MPC_HS_FRAME_MAX, &got, &len), MPC_OK);
+    assert_int_equal(mpc_hs_verify(MPC_DIALECT_MODERN, "secret", 6, chal, clen, got, len, &e),
+                     MPC_OK);
+    mpc_free(got);
+    assert_int_equal(mpc_send_bytes(raw, MPC_HS_WELCOME, 9), MPC_OK);
+    accepter_join(&a);
+    assert_int_equal(a.st, MPC_OK);
+    assert_int_equal(mpc_send_bytes(raw, "hello", 5), MPC_OK);
+    assert_int_equal(mpc_recv_bytes(a.c, MPC_NO_LIMIT, &got, &len), MPC_OK);
+    assert_int_equal(len, 5);
+    mpc_free(got);
+    mpc_conn_close(a.c);
+    mpc_conn_close(raw);
+    mpc_listener_close(l);
+}
+
 struct leg {
     pthread_t tid;
     mpc_conn *c;
@@ -479,6 +610,8 @@ int main(void)
         cmocka_unit_test(a_300_byte_handshake_frame_is_too_long_for_either_side),
         cmocka_unit_test(a_silent_client_hits_the_handshake_deadline),
         cmocka_unit_test(the_handshake_legs_run_on_any_duplex_connection),
+        cmocka_unit_test(the_client_sends_its_reply_and_challenge_in_one_trip),
+        cmocka_unit_test(the_server_answers_a_pipelined_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
