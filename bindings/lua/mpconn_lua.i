@@ -631,16 +631,20 @@ static mpc_status mpcl_recv_direct(lua_State *L, mpc_conn *c, mpcl_direct *d, si
     return MPC_OK;
 }
 
-/* The handle of the connection table at index 1, pushed (its stack index is
- * *hidx), or NULL if self is not a table holding a live connection handle. */
-static mpc_conn *mpcl_self(lua_State *L, int *hidx)
+/* The handle of the connection table at index 1, pushed at top + 1 (top:
+ * the stack top now, which the callers know; *hidx = top + 1), or NULL if
+ * self is not a table holding a live connection handle.  Runs once per
+ * message: the handle is addressed by its positive index (the cheapest case
+ * of Lua's index lookup) and lua_gettop is not called again. */
+static mpc_conn *mpcl_self(lua_State *L, int top, int *hidx)
 {
     swig_lua_userdata *u;
+    int h = top + 1;
     if (lua_type(L, 1) != LUA_TTABLE) return NULL;
-    if (lua_rawgeti(L, 1, 1) != LUA_TUSERDATA || lua_rawlen(L, -1) < sizeof(swig_lua_userdata)) return NULL;
-    u = (swig_lua_userdata *)lua_touserdata(L, -1);
+    if (lua_rawgeti(L, 1, 1) != LUA_TUSERDATA || lua_rawlen(L, h) < sizeof(swig_lua_userdata)) return NULL;
+    u = (swig_lua_userdata *)lua_touserdata(L, h);
     if (u->type != SWIGTYPE_p_mpc_conn || !u->ptr) return NULL;
-    *hidx = lua_gettop(L);
+    *hidx = h;
     return (mpc_conn *)u->ptr;
 }
 
@@ -659,7 +663,7 @@ static mpc_conn *mpcl_prep(lua_State *L, int nargs, int *hidx)
     lua_call(L, nargs, 1); /* raises for nargs == 0: self is nil */
     lua_replace(L, 2);
     lua_settop(L, 2);
-    if (!(c = mpcl_self(L, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
+    if (!(c = mpcl_self(L, 2, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
     return c;
 }
 
@@ -710,7 +714,7 @@ static int mpcl_send_common(lua_State *L, int pipe_writer)
     const char *s;
     size_t n = 0;
     mpc_status st;
-    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TSTRING || !(c = mpcl_self(L, &hidx)))
+    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TSTRING || !(c = mpcl_self(L, 2, &hidx)))
         c = mpcl_prep(L, lua_gettop(L), &hidx);
     if (!(s = lua_tolstring(L, 2, &n))) return luaL_error(L, "send_bytes: prep returned no string");
     if (pipe_writer) {
@@ -738,7 +742,7 @@ static int mpcl_send_many_common(lua_State *L, int pipe_writer)
     mpc_conn *c;
     size_t i, n;
     mpc_status st;
-    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !(c = mpcl_self(L, &hidx)))
+    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !(c = mpcl_self(L, 2, &hidx)))
         c = mpcl_prep(L, lua_gettop(L), &hidx);
     luaL_checktype(L, 2, LUA_TTABLE);
     n = (size_t)lua_rawlen(L, 2);
@@ -809,7 +813,7 @@ static int mpcl_recv_bytes(lua_State *L)
     mpc_status st;
     lua_Integer maxlength = -1;
     if (top <= 2 && (top < 2 || lua_isnil(L, 2) || (lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0))
-        && (c = mpcl_self(L, &hidx)) != NULL) {
+        && (c = mpcl_self(L, top, &hidx)) != NULL) {
         if (top == 2 && !lua_isnil(L, 2)) maxlength = lua_tointeger(L, 2);
     } else {
         c = mpcl_prep(L, top, &hidx);
@@ -1856,7 +1860,7 @@ static lua_Integer mpcl_value_prep(lua_State *L, int which, int valpos, int *hid
     lua_pop(L, 1);
     lua_settop(L, valpos ? 2 : 1);
     if (!valpos) lua_pushnil(L);
-    if (!(*c = mpcl_self(L, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
+    if (!(*c = mpcl_self(L, 2, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
     return r;
 }
 
@@ -1869,7 +1873,7 @@ static int mpcl_send_value_common(lua_State *L, int pipe_writer)
     lua_Integer protocol = 4, depth = 0;
     mpc_value *v;
     mpc_status st;
-    if (lua_gettop(L) != 2 || !(c = mpcl_self(L, &hidx))) {
+    if (lua_gettop(L) != 2 || !(c = mpcl_self(L, 2, &hidx))) {
         /* send_prep packs protocol + 256 * max_depth. */
         lua_Integer packed = mpcl_value_prep(L, MPCL_E_SEND_PREP, 1, &hidx, &c);
         protocol = packed & 0xff;
@@ -1908,7 +1912,7 @@ static int mpcl_recv_value(lua_State *L)
     mpc_decode_options o;
     mpcl_hold *h;
     mpc_status st;
-    if (lua_gettop(L) != 1 || !(c = mpcl_self(L, &hidx)))
+    if (lua_gettop(L) != 1 || !(c = mpcl_self(L, 1, &hidx)))
         flags = mpcl_value_prep(L, MPCL_E_RECV_PREP, 0, &hidx, &c);
     mpcl_decode_options((unsigned)flags, &o);
     h = mpcl_hold_new(L, env);
