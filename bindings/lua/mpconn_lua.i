@@ -430,9 +430,12 @@ static int mpcl_stage_reserve(mpcl_stage *s, size_t need)
  *   - after the push: if the wrapper did not hand the block out, Lua copied
  *     the bytes into a block of its own (still correct) and ours is freed.
  *     The arm is one-shot and matches only a string request of that exact
- *     size; an arm left behind (impossible: lua_pushlstring cannot raise
- *     before it allocates) would only give a later string of that size a
- *     valid block.
+ *     size.  An arm can only be left behind if Lua raises inside that
+ *     lua_pushlstring after declining the block (a memory error in its own
+ *     allocation); it is harmless: a later string of exactly that size gets
+ *     a valid block, or the block is freed with the wrapper, and while an
+ *     arm is pending the path is not taken (which also keeps a recv_bytes
+ *     run by a finalizer inside lua_pushlstring's GC step off our arm).
  * A payload read that fails frees the block; the connection is left as the
  * copying path leaves it (the same mpc_recv_payload call).  State is per
  * Lua state (d, the wrapper's ud; no globals), and a state is never used by
