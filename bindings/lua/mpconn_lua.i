@@ -456,6 +456,7 @@ static int mpcl_stage_reserve(mpcl_stage *s, size_t need)
 struct mpcl_direct {
     lua_Alloc f;            /* the wrapped allocator and its ud */
     void *ud;
+    int watch;              /* arm or probing set: the only test on every call */
     unsigned char *arm;     /* handed to the next string request of arm_size bytes */
     size_t arm_size;
     int probing;            /* record the next string request (the load-time probe) */
@@ -471,28 +472,44 @@ struct mpcl_direct {
     lua_Integer copied;     /* hand-offs Lua declined (copied, block freed) */
 };
 
-static void *mpcl_direct_watched(mpcl_direct *d, size_t nsize)
+/* Sets the arm (block NULL: none) and the probe flag, and watch with them. */
+static void mpcl_direct_set(mpcl_direct *d, unsigned char *arm, size_t arm_size, int probing)
 {
-    if (d->arm && nsize == d->arm_size) {
-        void *b = d->arm;
-        d->arm = NULL;
-        return b;
+    d->arm = arm;
+    d->arm_size = arm_size;
+    d->probing = probing;
+    d->watch = arm != NULL || probing;
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void *mpcl_direct_watched(mpcl_direct *d, void *ptr, size_t osize, size_t nsize)
+{
+    if (ptr == NULL && osize == LUA_TSTRING) {
+        if (d->arm && nsize == d->arm_size) {
+            void *b = d->arm;
+            mpcl_direct_set(d, NULL, 0, d->probing);
+            return b;
+        }
+        if (d->probing) {
+            mpcl_direct_set(d, d->arm, d->arm_size, 0);
+            d->probe_block = (unsigned char *)d->f(d->ud, NULL, LUA_TSTRING, nsize);
+            d->probe_size = nsize;
+            return d->probe_block;
+        }
     }
-    if (d->probing) {
-        d->probing = 0;
-        d->probe_block = (unsigned char *)d->f(d->ud, NULL, LUA_TSTRING, nsize);
-        d->probe_size = nsize;
-        return d->probe_block;
-    }
-    return d->f(d->ud, NULL, LUA_TSTRING, nsize);
+    return d->f(d->ud, ptr, osize, nsize);
 }
 
 /* The wrapper: forwards every call unchanged except a string allocation
- * while armed or probing. */
+ * while armed or probing.  Every allocation of the state runs through it,
+ * so the common case is one test and a tail call (callgrind: 5
+ * instructions). */
 static void *mpcl_direct_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     mpcl_direct *d = (mpcl_direct *)ud;
-    if (ptr == NULL && osize == LUA_TSTRING && (d->arm || d->probing)) return mpcl_direct_watched(d, nsize);
+    if (d->watch) return mpcl_direct_watched(d, ptr, osize, nsize);
     return d->f(d->ud, ptr, osize, nsize);
 }
 
@@ -518,13 +535,13 @@ static void mpcl_direct_probe(lua_State *L, mpcl_direct *d)
     unsigned char *b;
     size_t i, n = 0;
     for (i = 0; i < N; i++) text[i] = (char)(i * 37 + 11);
-    d->probing = 1;
+    mpcl_direct_set(d, NULL, 0, 1);
     lua_pushlstring(L, text, N);
     p = (const unsigned char *)lua_tolstring(L, -1, &n);
     if (d->probing || !d->probe_block || p <= d->probe_block
         || (size_t)(p - d->probe_block) > MPCL_DIRECT_HEADER_MAX
         || d->probe_size != (size_t)(p - d->probe_block) + N + 1) {
-        d->probing = 0;
+        mpcl_direct_set(d, NULL, 0, 0);
         d->why = "probe: a long string is not one block of header + length + 1 bytes";
         lua_pop(L, 1);
         return;
@@ -539,12 +556,11 @@ static void mpcl_direct_probe(lua_State *L, mpcl_direct *d)
     }
     for (i = 0; i < N; i++) text[i] = (char)(255 - i);
     memcpy(b + d->header, text, N);
-    d->arm = b;
-    d->arm_size = d->header + N + 1;
+    mpcl_direct_set(d, b, d->header + N + 1, 0);
     lua_pushlstring(L, (const char *)b + d->header, N);
     p = (const unsigned char *)lua_tolstring(L, -1, &n);
     if (d->arm == b) {
-        d->arm = NULL;
+        mpcl_direct_set(d, NULL, 0, 0);
         d->f(d->ud, b, d->header + N + 1, 0);
         d->why = "probe: Lua did not build the string in the block offered";
     } else if (p != b + d->header || n != N || memcmp(p, text, N) != 0) {
@@ -576,10 +592,8 @@ static mpcl_direct *mpcl_direct_install(lua_State *L)
 static void mpcl_direct_release(lua_State *L, mpcl_direct *d)
 {
     void *ud = NULL;
-    if (d->arm) {
-        d->f(d->ud, d->arm, d->arm_size, 0);
-        d->arm = NULL;
-    }
+    if (d->arm) d->f(d->ud, d->arm, d->arm_size, 0);
+    mpcl_direct_set(d, NULL, 0, 0);
     d->enabled = 0;
     d->why = "the module was collected";
     if (d->installed) {
@@ -612,14 +626,13 @@ static mpc_status mpcl_recv_direct(lua_State *L, mpc_conn *c, mpcl_direct *d, si
         d->f(d->ud, b, size, 0);
         return st;
     }
-    d->arm = b;
-    d->arm_size = size + (d->test_miss ? 1 : 0);
+    mpcl_direct_set(d, b, size + (d->test_miss ? 1 : 0), 0);
     d->test_miss = 0;
     lua_pushlstring(L, (const char *)b + d->header, len);
     p = lua_tostring(L, -1);
     if (d->arm == b) {
         /* Declined: Lua copied the bytes into a block of its own. */
-        d->arm = NULL;
+        mpcl_direct_set(d, NULL, 0, 0);
         d->f(d->ud, b, size, 0);
         d->copied++;
     } else if (p != (const char *)b + d->header) {
