@@ -277,6 +277,10 @@ Connection.recv_bytes = fast.recv_bytes
 -- messages of 1 KiB to 4 MiB; see lua/README.md "Speed and memory"); for
 -- tests.
 M._recv_buffer_size = fast.stage_size
+-- The in-place receive of long messages (lua/README.md "Speed and memory"):
+-- _recv_direct() -> {enabled, why, header, min, direct, copied}; for tests
+-- and benchmarks.
+M._recv_direct = fast.recv_direct
 
 ---------------------------------------------------------------------------
 -- Values: conn:send(v), conn:recv(), mpconn.encode/decode/repr

@@ -1,9 +1,11 @@
 -- The per-message methods (send_bytes, send_many, recv_bytes) are C
 -- functions with a fast path; these tests pin down that they behave exactly
--- as documented on every path: the stack buffer (up to 1 KiB) and the
--- staging buffer behind it, maxlength, the argument checks and error
--- positions, methods taken off a connection, the staging buffer's size
--- limit, and SIGPIPE on a one-way pipe whose reader is gone.
+-- as documented on every path: the stack buffer (up to 1 KiB), the
+-- staging buffer behind it (and, with the in-place receive moved aside, the
+-- library's buffer), maxlength, the argument checks and error positions,
+-- methods taken off a connection, the staging buffer's size limit, and
+-- SIGPIPE on a one-way pipe whose reader is gone.  test_recv_direct.lua
+-- tests the in-place receive of long messages.
 local H = require "harness"
 local mpconn = require "mpconn"
 
@@ -110,6 +112,11 @@ H.test("megabyte messages echo through a second process, with and without maxlen
 end)
 
 H.test("long messages up to 4 MiB reuse one staging buffer and longer ones bypass it", function()
+  -- The copying paths, with the in-place receive (test_recv_direct.lua)
+  -- moved out of the way; they are what every long message takes when it
+  -- is off.
+  local min, direct = mpconn._recv_direct().min, mpconn._recv_direct().direct
+  mpconn._recv_direct({ min = 1 << 40 })
   local c, finish = echo_pair()
   echo(c, bytes(1 << 20), "1 MiB")
   local size = mpconn._recv_buffer_size()
@@ -129,6 +136,8 @@ H.test("long messages up to 4 MiB reuse one staging buffer and longer ones bypas
   local out, ok = finish()
   H.match(out, "ECHOED 25", "child output")
   H.ok(ok, "child exit status")
+  H.eq(mpconn._recv_direct().direct, direct, "nothing was built in place")
+  mpconn._recv_direct({ min = min })
 end)
 
 H.test("the C methods work as plain functions, taken off a connection or the class", function()
