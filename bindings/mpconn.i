@@ -31,6 +31,11 @@
  * released there; the raw call is not useful to scripts. */
 %ignore mpc_free;
 
+/* A borrowed view into the library's read buffer: the hand-written receive
+ * paths use it in C; a script could outlive the view. */
+%ignore mpc_recv_peek;
+%ignore mpc_recv_consume;
+
 /* Destructors: each language's layer calls these exactly once and then
  * drops its pointer, so a closed handle fails with "closed" instead of
  * touching freed memory. */

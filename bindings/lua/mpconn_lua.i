@@ -835,6 +835,17 @@ static int mpcl_recv_bytes(lua_State *L)
         c = mpcl_prep(L, top, &hidx);
         maxlength = luaL_checkinteger(L, 2);
     }
+    {
+        /* A message already whole in the read buffer: straight from there
+         * into its string, then off the stream (a memory error raised by
+         * lua_pushlstring leaves it unconsumed). */
+        const void *view;
+        if (mpc_recv_peek(c, maxlength < 0 ? MPC_NO_LIMIT : (size_t)maxlength, &view, &len) == MPC_OK) {
+            lua_pushlstring(L, (const char *)view, len);
+            mpc_recv_consume(c);
+            return 1;
+        }
+    }
     if (maxlength < 0) {
         /* One call for a small message; a longer one stays pending (TOOSHORT). */
         st = mpc_recv_bytes_into(c, small_, sizeof small_, &len);

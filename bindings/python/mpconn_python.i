@@ -693,6 +693,16 @@ static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t m
 {
     uint64_t len = 0;
     mpc_status st;
+    const void *view;
+    size_t vlen;
+    if (mpc_recv_peek(c, maxlength, &view, &vlen) == MPC_OK) {
+        /* Whole in the read buffer: copied once, then consumed (a failed
+         * allocation leaves the message on the stream). */
+        PyObject *bytes = PyBytes_FromStringAndSize((const char *)view, (Py_ssize_t)vlen);
+        if (bytes)
+            mpc_recv_consume(c);
+        return bytes;
+    }
     if (mpc_conn_buffered(c) >= MPC_FRAME_HEADER_MAX)
         st = mpc_recv_begin(c, maxlength, &len); /* cannot block */
     else

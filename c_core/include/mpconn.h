@@ -424,6 +424,22 @@ MPC_API mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, siz
  * the statuses of mpc_recv_bytes(). */
 MPC_API mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len);
 
+/* Zero-copy receive of a message that is already complete in the
+ * connection's read buffer (small messages usually are: one read brings
+ * many).  mpc_recv_peek() sets *data to the payload inside the library's
+ * buffer and *len to its length, and consumes nothing; mpc_recv_consume()
+ * then takes that message off the stream.  Between the two, make no other
+ * call on c; the view is borrowed and is valid until then.  Copy it, then
+ * consume: if the copy fails, the message is still there.
+ * mpc_recv_peek() returns MPC_AGAIN when the next message is not wholly
+ * buffered, is longer than maxlength or the connection's max_message_size,
+ * or the connection is not in a state to receive; no error is recorded, and
+ * a normal receive call takes it from there (and reports what needs
+ * reporting).  mpc_recv_consume() returns MPC_AGAIN if no whole message is
+ * buffered.  Neither blocks or makes a system call; MPC_INVAL for NULL. */
+MPC_API mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_t *len);
+MPC_API mpc_status mpc_recv_consume(mpc_conn *c);
+
 /* Two-step receive, for bindings that allocate the destination themselves
  * (e.g. a Python bytes object):
  *   mpc_recv_begin() reads the next header (or returns the one already

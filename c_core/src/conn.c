@@ -618,6 +618,47 @@ mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
     return st;
 }
 
+/* The payload length of the next message if it is wholly buffered, with a
+ * short header, and the connection is healthy, readable and between
+ * messages; else -1. */
+static int64_t whole_buffered(const mpc_conn *c)
+{
+    size_t avail = c->rend - c->rpos;
+    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
+        avail < 4 || c->rbuf[c->rpos] >= 0x80)
+        return -1;
+    const unsigned char *h = c->rbuf + c->rpos;
+    size_t l = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+    return l <= avail - 4 ? (int64_t)l : -1;
+}
+
+mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_t *len)
+{
+    if (!c || !data || !len)
+        return MPC_INVAL;
+    int64_t l = whole_buffered(c);
+    if (l < 0 || (uint64_t)l > maxlength ||
+        (c->max_message_size && (uint64_t)l > c->max_message_size))
+        return MPC_AGAIN;
+    *data = c->rbuf + c->rpos + 4;
+    *len = (size_t)l;
+    return MPC_OK;
+}
+
+mpc_status mpc_recv_consume(mpc_conn *c)
+{
+    if (!c)
+        return MPC_INVAL;
+    int64_t l = whole_buffered(c);
+    if (l < 0)
+        return MPC_AGAIN;
+    clear_err(c);
+    c->rpos += 4 + (size_t)l;
+    c->pend_len = (uint64_t)l; /* as a completed receive leaves it */
+    c->pend_left = 0;
+    return MPC_OK;
+}
+
 mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready)
 {
     mpc_status st = check_read(c);

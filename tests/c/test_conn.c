@@ -833,6 +833,93 @@ static void the_read_buffer_avoids_page_offsets_0_and_16(void **state)
     mpc_conn_close(b);
 }
 
+
+/* Zero-copy receive: peek shows a wholly buffered message without taking
+ * it, consume takes it, and the stream stays in step with the copying
+ * calls around it.  AGAIN (nothing consumed, nothing recorded) when the
+ * message is not whole in the buffer, is over maxlength or
+ * max_message_size, a message is half received, or nothing is there. */
+static void peek_and_consume_take_buffered_messages_without_copying(void **state)
+{
+    (void)state;
+    mpc_conn *a, *b;
+    const void *v = NULL;
+    size_t n = 0;
+    void *out;
+    unsigned char small[64];
+    make_pair(1, &a, &b);
+    mpc_conn_set_timeout(b, 5000);
+    assert_int_equal(mpc_recv_peek(NULL, 10, &v, &n), MPC_INVAL);
+    assert_int_equal(mpc_recv_peek(b, 10, NULL, &n), MPC_INVAL);
+    assert_int_equal(mpc_recv_consume(NULL), MPC_INVAL);
+    /* Nothing read yet: nothing buffered. */
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v, &n), MPC_AGAIN);
+    assert_int_equal(mpc_recv_consume(b), MPC_AGAIN);
+
+    mpc_buf m[5] = {{"first", 5}, {"", 0}, {"third!", 6}, {"0123456789", 10}, {"last", 4}};
+    assert_int_equal(mpc_send_many(a, m, 5), MPC_OK);
+    /* A copying receive fills the buffer with all five. */
+    assert_int_equal(mpc_recv_bytes_into(b, small, sizeof small, &n), MPC_OK);
+    assert_int_equal(n, 5);
+    assert_memory_equal(small, "first", 5);
+    /* Peek twice: the same view, nothing consumed. */
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v, &n), MPC_OK);
+    assert_int_equal(n, 0);
+    const void *v2 = NULL;
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v2, &n), MPC_OK);
+    assert_ptr_equal(v, v2);
+    assert_int_equal(mpc_recv_consume(b), MPC_OK);
+    assert_int_equal(mpc_recv_peek(b, 6, &v, &n), MPC_OK);
+    assert_int_equal(n, 6);
+    assert_memory_equal(v, "third!", 6);
+    assert_int_equal(mpc_recv_consume(b), MPC_OK);
+    /* Over maxlength: AGAIN, and the copying call then reports it as
+     * usual (CPython: the connection stops being readable). */
+    assert_int_equal(mpc_recv_peek(b, 9, &v, &n), MPC_AGAIN);
+    assert_int_equal(mpc_conn_status(b), MPC_OK);
+    assert_int_equal(mpc_recv_peek(b, 10, &v, &n), MPC_OK);
+    assert_memory_equal(v, "0123456789", 10);
+    assert_int_equal(mpc_recv_consume(b), MPC_OK);
+    /* The last one through a copying call: in step. */
+    assert_int_equal(mpc_recv_bytes(b, MPC_NO_LIMIT, &out, &n), MPC_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(out, "last", 4);
+    mpc_free(out);
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v, &n), MPC_AGAIN);
+
+    /* A message only partly buffered, or half received, is not offered. */
+    unsigned char *big = pattern(100000, 7);
+    struct sender s;
+    send_async(&s, a, big, 100000);
+    uint64_t len = 0;
+    assert_int_equal(mpc_recv_begin(b, MPC_NO_LIMIT, &len), MPC_OK);
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v, &n), MPC_AGAIN);
+    assert_int_equal(mpc_recv_consume(b), MPC_AGAIN);
+    unsigned char *got = malloc(100000);
+    assert_int_equal(mpc_recv_payload(b, got, 100000), MPC_OK);
+    send_join(&s);
+    assert_memory_equal(got, big, 100000);
+    free(got);
+    free(big);
+
+    /* max_message_size applies too; the copying call reports it. */
+    mpc_conn_close(a);
+    mpc_conn_close(b);
+    mpc_options o;
+    mpc_options_init(&o);
+    o.max_message_size = 3;
+    mpc_error e;
+    assert_int_equal(mpc_pipe(1, &o, &a, &b, &e), MPC_OK);
+    mpc_conn_set_timeout(b, 5000);
+    mpc_buf two[2] = {{"ab", 2}, {"abcd", 4}};
+    assert_int_equal(mpc_send_many(a, two, 2), MPC_OK);
+    assert_int_equal(mpc_recv_bytes_into(b, small, sizeof small, &n), MPC_OK);
+    assert_int_equal(mpc_recv_peek(b, MPC_NO_LIMIT, &v, &n), MPC_AGAIN);
+    assert_int_equal(mpc_recv_bytes_into(b, small, sizeof small, &n), MPC_TOOLONG);
+    mpc_conn_close(a);
+    mpc_conn_close(b);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_DFL); /* MSG_NOSIGNAL must make this safe */
@@ -859,6 +946,7 @@ int main(void)
         cmocka_unit_test(sending_to_a_closed_peer_is_an_os_error_not_a_signal),
         cmocka_unit_test(a_descriptor_can_be_wrapped_and_detached),
         cmocka_unit_test(the_read_buffer_avoids_page_offsets_0_and_16),
+        cmocka_unit_test(peek_and_consume_take_buffered_messages_without_copying),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
