@@ -255,12 +255,16 @@ static void send_many_puts_the_same_bytes_on_the_wire_as_single_sends(void **sta
 {
     (void)state;
     enum { N = 1500 }; /* more than one IOV_MAX batch */
+    /* Sizes around the copy-into-one-buffer threshold (256) and well over
+     * it, empty ones, and enough small ones to fill the 16 KiB staging
+     * buffer many times over. */
+    static const size_t lens[] = {0, 1, 2, 3, 17, 255, 256, 257, 1, 0, 3, 5000, 2, 1};
     mpc_buf bufs[N];
-    unsigned char *data = pattern(N * 3, 7);
+    unsigned char *data = pattern(2000 + 70000, 7);
     size_t total = 0;
     for (size_t i = 0; i < N; i++) {
         bufs[i].data = data + (i % 2000);
-        bufs[i].len = i % 4; /* includes empty messages */
+        bufs[i].len = i % 500 == 499 ? 70000 : lens[i % (sizeof lens / sizeof lens[0])];
         total += 4 + bufs[i].len;
     }
     mpc_conn *a, *b;
