@@ -480,11 +480,13 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
     while (done < n) {
         size_t want = n - done;
         if (want >= MPC__RBUF_CAP / 2) {
-            /* Large rest: read straight into the destination; the read
-             * buffer, empty now, catches the next header if it has
-             * arrived, so a stream of large messages takes one read each.
-             * It takes no more than the header: the next message is
-             * probably large too (see expect_large). */
+            /* Large rest: read straight into the destination.  When it
+             * ends the message, the read buffer, empty now, catches the
+             * next header if it has arrived, so a stream of large messages
+             * takes one read each; it takes no more than the header, as
+             * the next message is probably large too (see expect_large).
+             * A piece that stops inside the message reads nothing more, so
+             * the next piece also goes straight to its destination. */
             size_t got = 0;
             int eno = 0;
             if (ensure_rbuf(c) < 0) {
@@ -492,8 +494,9 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
                 break;
             }
             struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__HDR_READ}};
+            int ends_message = (uint64_t)n == c->pend_left;
             c->rpos = c->rend = 0;
-            st = mpc__io_read(c->fd, iov, 2, dl, &c->intr, &got, &eno);
+            st = mpc__io_read(c->fd, iov, ends_message ? 2 : 1, dl, &c->intr, &got, &eno);
             if (st != MPC_OK) {
                 io_err(c, st, eno, "recv");
                 break;

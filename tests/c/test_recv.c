@@ -162,6 +162,26 @@ static void after_a_large_message_the_next_header_is_read_alone(void **state)
     expect_message(a, "def", 3);
     assert_int_equal(mpc_conn_buffered(a), 0);
 
+    /* A large payload taken in two large pieces: the first stops inside
+     * the message and reads nothing past itself; the second, ending it,
+     * brings the next header along. */
+    unsigned char *m4 = pattern(2 * LARGE, 4), *d4 = malloc(2 * LARGE);
+    write_message(fd, m1, LARGE, 0); /* large again: header reads are short */
+    expect_message(a, m1, LARGE);
+    write_message(fd, m4, 2 * LARGE, 0);
+    write_message(fd, "g", 1, 0);
+    assert_int_equal(mpc_recv_begin(a, MPC_NO_LIMIT, &l64), MPC_OK);
+    assert_int_equal(l64, 2 * LARGE);
+    assert_int_equal(mpc_recv_payload(a, d4, LARGE), MPC_OK);
+    assert_int_equal(mpc_conn_buffered(a), 0);
+    assert_int_equal(mpc_recv_payload(a, d4 + LARGE, LARGE), MPC_OK);
+    assert_int_equal(mpc_conn_buffered(a), 4);
+    assert_memory_equal(d4, m4, 2 * LARGE);
+    expect_message(a, "g", 1);
+    assert_int_equal(mpc_conn_buffered(a), 0);
+    free(m4);
+    free(d4);
+
     free(m1);
     free(m2);
     free(m3);
