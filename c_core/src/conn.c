@@ -7,7 +7,9 @@
  * Reading: small messages come through a 64 KiB read buffer, so one read
  * brings many of them; a large payload is copied out of the buffer and the
  * rest is read straight into its destination, with the read buffer as a
- * second iovec so the next header usually arrives in the same call.
+ * second iovec so the next header usually arrives in the same call.  After
+ * a large message, reads into the buffer take only a header, so the next
+ * (probably large) payload is not copied through the buffer.
  * Limits are checked against the declared length before anything is
  * allocated, and mpc_recv_alloc_step() bounds what a hostile header can
  * make us reserve.
@@ -311,15 +313,35 @@ void mpc_conn_set_interrupt(mpc_conn *c, int (*fn)(void *), void *arg)
  * Receiving
  * ------------------------------------------------------------------------ */
 
-/* Refills the (drained) read buffer with one read.  MPC_EOF at end of
- * file; other failures are recorded with the "recv" prefix. */
-static mpc_status fill(mpc_conn *c, mpc__deadline dl)
+/* Whether the message being received, or the last one received, is large
+ * enough for its payload to be read straight into the destination.  Sizes
+ * repeat, so the next message is then expected to be large too, and the read
+ * buffer is refilled by at most a header: a full 64 KiB refill would pull the
+ * start of the next payload through the buffer and copy it a second time
+ * (for a 64 KiB message that is the whole payload).  After a small message,
+ * refills take the whole buffer, so one read brings many small messages.
+ * pend_len keeps the length of the last message after it completes, and is 0
+ * before the first. */
+static int expect_large(const mpc_conn *c)
+{
+    return c->pend_len >= MPC__RBUF_CAP / 2;
+}
+
+/* Bytes a refill for a header takes when a large message is expected: the
+ * usual 4-byte header (the 12-byte form of a message over 2 GiB then takes a
+ * few more reads, nothing next to its payload). */
+#define MPC__HDR_READ 4
+
+/* Refills the (drained) read buffer with one read of at most cap bytes.
+ * MPC_EOF at end of file; other failures are recorded with the "recv"
+ * prefix. */
+static mpc_status fill(mpc_conn *c, size_t cap, mpc__deadline dl)
 {
     size_t got = 0;
     int eno = 0;
     if (ensure_rbuf(c) < 0)
         return set_err(c, MPC_NOMEM, 0, "recv: out of memory");
-    struct iovec iov = {c->rbuf, MPC__RBUF_CAP};
+    struct iovec iov = {c->rbuf, cap};
     c->rpos = c->rend = 0;
     mpc_status st = mpc__io_read(c->fd, &iov, 1, dl, &c->intr, &got, &eno);
     if (st != MPC_OK)
@@ -372,7 +394,7 @@ static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
             if (st != MPC_AGAIN)
                 return set_err(c, st, 0, "frame decoder: %s", mpc_strerror(st));
         }
-        mpc_status st = fill(c, dl);
+        mpc_status st = fill(c, expect_large(c) ? MPC__HDR_READ : MPC__RBUF_CAP, dl);
         if (st == MPC_EOF) {
             if (c->hdr_have > 0)
                 return truncated(c);
@@ -457,17 +479,23 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
     while (done < n) {
         size_t want = n - done;
         if (want >= MPC__RBUF_CAP / 2) {
-            /* Large rest: read straight into the destination; the read
-             * buffer, empty now, catches whatever follows. */
+            /* Large rest: read straight into the destination.  When it
+             * ends the message, the read buffer, empty now, catches the
+             * next header if it has arrived, so a stream of large messages
+             * takes one read each; it takes no more than the header, as
+             * the next message is probably large too (see expect_large).
+             * A piece that stops inside the message reads nothing more, so
+             * the next piece also goes straight to its destination. */
             size_t got = 0;
             int eno = 0;
             if (ensure_rbuf(c) < 0) {
                 st = set_err(c, MPC_NOMEM, 0, "recv: out of memory");
                 break;
             }
-            struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__RBUF_CAP}};
+            struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__HDR_READ}};
+            int ends_message = (uint64_t)n == c->pend_left;
             c->rpos = c->rend = 0;
-            st = mpc__io_read(c->fd, iov, 2, dl, &c->intr, &got, &eno);
+            st = mpc__io_read(c->fd, iov, ends_message ? 2 : 1, dl, &c->intr, &got, &eno);
             if (st != MPC_OK) {
                 io_err(c, st, eno, "recv");
                 break;
@@ -483,7 +511,7 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
                 c->rend = got - want;
             }
         } else {
-            st = fill(c, dl);
+            st = fill(c, MPC__RBUF_CAP, dl);
             if (st != MPC_OK)
                 break;
             avail = c->rend - c->rpos;
