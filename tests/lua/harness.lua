@@ -126,6 +126,24 @@ function H.finish(p)
 end
 
 -- True if path exists (sockets included, which io.open cannot open).
+-- An echo peer (echo_peer.lua) in a second process, connected over a Unix
+-- socket: messages larger than a socket buffer cannot make a round trip
+-- inside one process.  Returns the connection and a function that closes
+-- everything and returns the child's output and status.
+function H.echo_pair(mpconn)
+  local l = assert(mpconn.listen(H.address("unix"), { timeout = 20 }))
+  local p = H.spawn(string.format("%s %s/echo_peer.lua %s", H.lua, H.dir, H.q(l.address)))
+  local c, msg, code = l:accept(20)
+  if not c then error("accept: " .. tostring(msg) .. " " .. tostring(code) .. "; child: " .. H.finish(p)) end
+  c:set_timeout(60)
+  return c, function()
+    c:close()
+    local out, ok = H.finish(p)
+    l:close()
+    return out, ok
+  end
+end
+
 function H.file_exists(path)
   return os.execute("test -e " .. H.q(path)) == true
 end

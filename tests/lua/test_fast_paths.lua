@@ -13,21 +13,7 @@ local function bytes(n, salt)
   return string.rep(H.ALL256:sub(salt or 1) .. H.ALL256, n // 256 + 1):sub(1, n)
 end
 
--- An echo peer in a second process (messages larger than a socket buffer
--- cannot make a round trip inside one process).
-local function echo_pair()
-  local l = assert(mpconn.listen(H.address("unix"), { timeout = 20 }))
-  local p = H.spawn(string.format("%s %s/echo_peer.lua %s", H.lua, H.dir, H.q(l.address)))
-  local c, msg, code = l:accept(20)
-  if not c then error("accept: " .. tostring(msg) .. " " .. tostring(code) .. "; child: " .. H.finish(p)) end
-  c:set_timeout(60)
-  return c, function()
-    c:close()
-    local out, ok = H.finish(p)
-    l:close()
-    return out, ok
-  end
-end
+local function echo_pair() return H.echo_pair(mpconn) end
 
 local function echo(c, s, what)
   H.eq(c:send_bytes(s), true, what .. ": send")

@@ -27,19 +27,7 @@ end
 local function direct() return mpconn._recv_direct().direct end
 local function copied() return mpconn._recv_direct().copied end
 
-local function echo_pair()
-  local l = assert(mpconn.listen(H.address("unix"), { timeout = 20 }))
-  local p = H.spawn(string.format("%s %s/echo_peer.lua %s", H.lua, H.dir, H.q(l.address)))
-  local c, msg, code = l:accept(20)
-  if not c then error("accept: " .. tostring(msg) .. " " .. tostring(code) .. "; child: " .. H.finish(p)) end
-  c:set_timeout(60)
-  return c, function()
-    c:close()
-    local out, ok = H.finish(p)
-    l:close()
-    return out, ok
-  end
-end
+local function echo_pair() return H.echo_pair(mpconn) end
 
 H.test("the in-place receive is on for this Lua, with a plausible string header", function()
   H.eq(_VERSION, "Lua 5.4", "the Lua the module is built for")
