@@ -359,6 +359,12 @@ static mpc_status truncated(mpc_conn *c)
     return MPC_TRUNCATED;
 }
 
+/* The length in a short (4-byte, non-negative) header at h. */
+static size_t short_header_len(const unsigned char *h)
+{
+    return ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+}
+
 /* Reads the next header.  A timeout or interrupt leaves the partial header
  * in the decoder, so the stream stays in step. */
 static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
@@ -368,8 +374,7 @@ static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
          * and no header in progress (the decoder is idle).  The -1 form
          * and the errors go through the decoder below. */
         if (c->hdr_have == 0 && c->rend - c->rpos >= 4 && c->rbuf[c->rpos] < 0x80) {
-            const unsigned char *h = c->rbuf + c->rpos;
-            *len = ((uint64_t)h[0] << 24) | ((uint64_t)h[1] << 16) | ((uint64_t)h[2] << 8) | h[3];
+            *len = short_header_len(c->rbuf + c->rpos);
             c->rpos += 4;
             return MPC_OK;
         }
@@ -654,8 +659,7 @@ static int64_t whole_buffered(const mpc_conn *c)
     if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
         avail < 4 || c->rbuf[c->rpos] >= 0x80)
         return -1;
-    const unsigned char *h = c->rbuf + c->rpos;
-    size_t l = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+    size_t l = short_header_len(c->rbuf + c->rpos);
     return l <= avail - 4 ? (int64_t)l : -1;
 }
 
@@ -872,18 +876,6 @@ static mpc_status hs_put(hs_io *io, const void *buf, size_t len)
     return MPC_OK;
 }
 
-/* Whether a whole frame with a short header is already in the read
- * buffer, so that receiving it needs no system call. */
-static int hs_frame_buffered(const mpc_conn *c)
-{
-    size_t avail = c->rend - c->rpos;
-    if (c->pending || c->hdr_have || avail < 4 || c->rbuf[c->rpos] >= 0x80)
-        return 0;
-    const unsigned char *h = c->rbuf + c->rpos;
-    uint64_t l = ((uint64_t)h[0] << 24) | ((uint64_t)h[1] << 16) | ((uint64_t)h[2] << 8) | h[3];
-    return l <= avail - 4;
-}
-
 /* Receives one handshake frame (at most MPC_HS_FRAME_MAX bytes), writing
  * the queued frames first unless the frame is already buffered. */
 static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
@@ -891,7 +883,7 @@ static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
     mpc_conn *c = io->c;
     uint64_t l = 0;
     mpc_status st = MPC_OK;
-    if (!hs_frame_buffered(c))
+    if (whole_buffered(c) < 0) /* not already here: we are about to wait */
         st = hs_flush(io);
     if (st != MPC_OK)
         return st;
