@@ -627,7 +627,30 @@ mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, size_t *len
     return recv_alloc(c, maxlength, io_deadline(c), out, len);
 }
 
-mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
+/* The payload length of the next message if it is wholly buffered, with a
+ * short header, and the connection is healthy, readable and between
+ * messages; else -1. */
+static inline int64_t whole_buffered(const mpc_conn *c)
+{
+    size_t avail = c->rend - c->rpos;
+    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
+        avail < 4 || c->rbuf[c->rpos] >= 0x80)
+        return -1;
+    size_t l = short_header_len(c->rbuf + c->rpos);
+    return l <= avail - 4 ? (int64_t)l : -1;
+}
+
+/* Takes the wholly buffered message of l bytes (whole_buffered() said so)
+ * off the stream, leaving the state a completed receive leaves. */
+static inline void take_buffered(mpc_conn *c, size_t l)
+{
+    c->rpos += 4 + l;
+    c->pend_len = (uint64_t)l;
+    c->pend_left = 0;
+}
+
+/* mpc_recv_bytes_into() for every case its fast path does not take. */
+static mpc_status recv_into_general(mpc_conn *c, void *buf, size_t cap, size_t *len)
 {
     mpc_status st = check_read(c);
     if (st != MPC_OK)
@@ -650,17 +673,23 @@ mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
     return st;
 }
 
-/* The payload length of the next message if it is wholly buffered, with a
- * short header, and the connection is healthy, readable and between
- * messages; else -1. */
-static int64_t whole_buffered(const mpc_conn *c)
+mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
 {
-    size_t avail = c->rend - c->rpos;
-    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
-        avail < 4 || c->rbuf[c->rpos] >= 0x80)
-        return -1;
-    size_t l = short_header_len(c->rbuf + c->rpos);
-    return l <= avail - 4 ? (int64_t)l : -1;
+    /* Fast path: the message is already whole in the read buffer (most
+     * messages of a stream of small ones): one check, one copy.  Everything
+     * else, errors included, takes the general path. */
+    if (c && len && buf) {
+        int64_t l = whole_buffered(c);
+        if (l >= 0 && (uint64_t)l <= cap &&
+            (!c->max_message_size || (uint64_t)l <= c->max_message_size)) {
+            clear_err(c);
+            memcpy(buf, c->rbuf + c->rpos + 4, (size_t)l);
+            take_buffered(c, (size_t)l);
+            *len = (size_t)l;
+            return MPC_OK;
+        }
+    }
+    return recv_into_general(c, buf, cap, len);
 }
 
 mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_t *len)
@@ -684,9 +713,7 @@ mpc_status mpc_recv_consume(mpc_conn *c)
     if (l < 0)
         return MPC_AGAIN;
     clear_err(c);
-    c->rpos += 4 + (size_t)l;
-    c->pend_len = (uint64_t)l; /* as a completed receive leaves it */
-    c->pend_left = 0;
+    take_buffered(c, (size_t)l);
     return MPC_OK;
 }
 

@@ -397,6 +397,83 @@ static void a_too_short_buffer_keeps_the_message_pending(void **state)
     mpc_conn_close(b);
 }
 
+/* mpc_recv_bytes_into takes a message that is already whole in the read
+ * buffer by a shorter path; the rules must be the general path's: the
+ * connection's max_message_size, the caller's capacity, clearing the
+ * previous call's error, and the stream staying in step with the other
+ * receive calls and with a large message after small ones. */
+static void recv_bytes_into_keeps_the_rules_for_buffered_messages(void **state)
+{
+    (void)state;
+    mpc_options o;
+    mpc_conn *a, *b;
+    unsigned char buf[16];
+    size_t len = 0;
+    uint64_t l64 = 0;
+    mpc_options_init(&o);
+    o.max_message_size = 5;
+    assert_int_equal(mpc_pipe(1, &o, &a, &b, NULL), MPC_OK);
+    mpc_conn_set_timeout(a, 5000);
+    assert_int_equal(mpc_send_bytes(b, "abc", 3), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, "abcdefgh", 8), MPC_OK);
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "abc", 3);
+    /* Whole in the buffer, but over max_message_size: refused, not taken. */
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_TOOLONG);
+    mpc_conn_close(a);
+    mpc_conn_close(b);
+
+    make_pair(1, &a, &b);
+    mpc_conn_set_timeout(a, 5000);
+    size_t big_n = 100000;
+    unsigned char *big = malloc(big_n), *got = malloc(big_n);
+    assert_non_null(big);
+    assert_non_null(got);
+    for (size_t i = 0; i < big_n; i++)
+        big[i] = (unsigned char)(i * 7 + 1);
+    assert_int_equal(mpc_send_bytes(b, "one", 3), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, "two", 3), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, "three", 5), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, "four", 4), MPC_OK);
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_memory_equal(buf, "one", 3);
+    /* A failed call records its error; the next receive clears it. */
+    assert_int_equal(mpc_recv_bytes_into(a, NULL, 5, &len), MPC_INVAL);
+    assert_int_not_equal(mpc_conn_errmsg(a)[0], '\0');
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "two", 3);
+    assert_int_equal(mpc_conn_status(a), MPC_OK);
+    assert_string_equal(mpc_conn_errmsg(a), "");
+    /* Too short for a buffered message: kept, with its length. */
+    assert_int_equal(mpc_recv_bytes_into(a, buf, 4, &len), MPC_TOOSHORT);
+    assert_int_equal(len, 5);
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_memory_equal(buf, "three", 5);
+    /* In step with the two-step receive. */
+    assert_int_equal(mpc_recv_begin(a, MPC_NO_LIMIT, &l64), MPC_OK);
+    assert_int_equal(l64, 4);
+    assert_int_equal(mpc_recv_payload(a, buf, 4), MPC_OK);
+    assert_memory_equal(buf, "four", 4);
+    /* Small messages, then a large one, then small again. */
+    assert_int_equal(mpc_send_bytes(b, "x", 1), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, big, big_n), MPC_OK);
+    assert_int_equal(mpc_send_bytes(b, "yz", 2), MPC_OK);
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_int_equal(len, 1);
+    assert_int_equal(mpc_recv_bytes_into(a, got, big_n, &len), MPC_OK);
+    assert_int_equal(len, big_n);
+    assert_memory_equal(got, big, big_n);
+    assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+    assert_int_equal(len, 2);
+    assert_memory_equal(buf, "yz", 2);
+    free(big);
+    free(got);
+    mpc_conn_close(a);
+    mpc_conn_close(b);
+}
+
 static void the_two_step_receive_reads_a_payload_in_pieces(void **state)
 {
     (void)state;
@@ -937,6 +1014,7 @@ int main(void)
         cmocka_unit_test(a_message_longer_than_maxlength_closes_a_read_only_connection),
         cmocka_unit_test(max_message_size_rejects_before_reading_the_payload),
         cmocka_unit_test(a_too_short_buffer_keeps_the_message_pending),
+        cmocka_unit_test(recv_bytes_into_keeps_the_rules_for_buffered_messages),
         cmocka_unit_test(the_two_step_receive_reads_a_payload_in_pieces),
         cmocka_unit_test(poll_never_consumes_and_empty_messages_are_ready),
         cmocka_unit_test(poll_waits_about_its_timeout_when_nothing_comes),
