@@ -649,19 +649,24 @@ static mpc_status mpcl_recv_direct(lua_State *L, mpc_conn *c, mpcl_direct *d, si
 
 /* The handle of the connection table at index 1, pushed at top + 1 (top:
  * the stack top now, which the callers know; *hidx = top + 1), or NULL if
- * self is not a table holding a live connection handle.  Runs once per
- * message: the handle is addressed by its positive index (the cheapest case
- * of Lua's index lookup) and lua_gettop is not called again. */
+ * self is not a table holding a live connection handle; then the stack is
+ * as it was, so the caller's argument check sees the caller's arguments
+ * only.  Runs once per message: the handle is addressed by its positive
+ * index (the cheapest case of Lua's index lookup) and lua_gettop is not
+ * called again. */
 static mpc_conn *mpcl_self(lua_State *L, int top, int *hidx)
 {
     swig_lua_userdata *u;
     int h = top + 1;
     if (lua_type(L, 1) != LUA_TTABLE) return NULL;
-    if (lua_rawgeti(L, 1, 1) != LUA_TUSERDATA || lua_rawlen(L, h) < sizeof(swig_lua_userdata)) return NULL;
+    if (lua_rawgeti(L, 1, 1) != LUA_TUSERDATA || lua_rawlen(L, h) < sizeof(swig_lua_userdata)) goto none;
     u = (swig_lua_userdata *)lua_touserdata(L, h);
-    if (u->type != SWIGTYPE_p_mpc_conn || !u->ptr) return NULL;
+    if (u->type != SWIGTYPE_p_mpc_conn || !u->ptr) goto none;
     *hidx = h;
     return (mpc_conn *)u->ptr;
+none:
+    lua_settop(L, top);
+    return NULL;
 }
 
 /* Every case the fast path does not take: prep(...) with the caller's nargs
