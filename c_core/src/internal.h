@@ -35,4 +35,16 @@ void *mpc__realloc_out(void *p, size_t n);
  * messages that quote what a peer sent, as CPython's do. */
 void mpc__repr_bytes(const void *data, size_t len, char *out, size_t cap);
 
+/* The handshake's HMAC (handshake.c), for tests: HMAC-<digest>(key, data)
+ * with digest one of the allowed names ("md5", "sha256", "sha384",
+ * "sha3_256", "sha3_384") into out (MPC__HS_MAC_MAX bytes of room);
+ * *out_len = the MAC length.  1 on success, 0 on an unknown digest, bad
+ * arguments or a libcrypto failure.  mpc__hs_hmac_cached(digest) is 1 when
+ * that digest's HMACs go through the process-wide template cache (building
+ * it if needed), 0 when they take the one-shot fallback. */
+#define MPC__HS_MAC_MAX 64
+int mpc__hs_hmac(const char *digest, const void *key, size_t key_len, const void *data,
+                 size_t data_len, unsigned char *out, size_t *out_len);
+int mpc__hs_hmac_cached(const char *digest);
+
 #endif
