@@ -640,6 +640,18 @@ static inline int64_t whole_buffered(const mpc_conn *c)
     return l <= avail - 4 ? (int64_t)l : -1;
 }
 
+/* whole_buffered(), and only for a message of at most limit bytes that the
+ * connection's max_message_size admits; else -1 (the general receive path
+ * then reports what is wrong). */
+static inline int64_t whole_buffered_within(const mpc_conn *c, size_t limit)
+{
+    int64_t l = whole_buffered(c);
+    if (l < 0 || (uint64_t)l > limit ||
+        (c->max_message_size && (uint64_t)l > c->max_message_size))
+        return -1;
+    return l;
+}
+
 /* Takes the wholly buffered message of l bytes (whole_buffered() said so)
  * off the stream, leaving the state a completed receive leaves. */
 static inline void take_buffered(mpc_conn *c, size_t l)
@@ -679,9 +691,8 @@ mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
      * messages of a stream of small ones): one check, one copy.  Everything
      * else, errors included, takes the general path. */
     if (c && len && buf) {
-        int64_t l = whole_buffered(c);
-        if (l >= 0 && (uint64_t)l <= cap &&
-            (!c->max_message_size || (uint64_t)l <= c->max_message_size)) {
+        int64_t l = whole_buffered_within(c, cap);
+        if (l >= 0) {
             clear_err(c);
             memcpy(buf, c->rbuf + c->rpos + 4, (size_t)l);
             take_buffered(c, (size_t)l);
@@ -696,9 +707,8 @@ mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_
 {
     if (!c || !data || !len)
         return MPC_INVAL;
-    int64_t l = whole_buffered(c);
-    if (l < 0 || (uint64_t)l > maxlength ||
-        (c->max_message_size && (uint64_t)l > c->max_message_size))
+    int64_t l = whole_buffered_within(c, maxlength);
+    if (l < 0)
         return MPC_AGAIN;
     *data = c->rbuf + c->rpos + 4;
     *len = (size_t)l;
