@@ -513,6 +513,8 @@ static void poll_never_consumes_and_empty_messages_are_ready(void **state)
     void *out;
     size_t len;
     make_pair(1, &a, &b);
+    /* Read-ahead: poll must also see what the buffer holds. */
+    assert_int_equal(mpc_conn_set_read_ahead(a, 1), MPC_OK);
     assert_int_equal(mpc_poll(a, 0, &ready), MPC_OK);
     assert_int_equal(ready, 0);
     assert_int_equal(mpc_send_bytes(b, "", 0), MPC_OK);
@@ -930,6 +932,7 @@ static void peek_and_consume_take_buffered_messages_without_copying(void **state
     unsigned char small[64];
     make_pair(1, &a, &b);
     mpc_conn_set_timeout(b, 5000);
+    assert_int_equal(mpc_conn_set_read_ahead(b, 1), MPC_OK); /* only read-ahead buffers */
     assert_int_equal(mpc_recv_peek(NULL, 10, &v, &n), MPC_INVAL);
     assert_int_equal(mpc_recv_peek(b, 10, NULL, &n), MPC_INVAL);
     assert_int_equal(mpc_recv_consume(NULL), MPC_INVAL);
