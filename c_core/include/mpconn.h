@@ -357,7 +357,8 @@ MPC_API int mpc_listener_fileno(const mpc_listener *l);
 MPC_API const char *mpc_listener_errmsg(const mpc_listener *l);
 
 /* Closes the socket, unlinks a Unix socket file it created (not abstract
- * names), frees the listener.  Accepts NULL.  Must not be called while
+ * names; only in the process that created it, so a forked child's close
+ * leaves the parent's socket reachable), frees the listener.  Accepts NULL.  Must not be called while
  * another thread is inside a call on l: wake that call with
  * mpc_listener_wake() and close once it has returned. */
 MPC_API void mpc_listener_close(mpc_listener *l);

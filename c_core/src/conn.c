@@ -24,6 +24,7 @@
  */
 #include "transport.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,8 +201,11 @@ mpc_status mpc_conn_from_fd(int fd, int readable, int writable, const mpc_option
         return mpc__error(err, MPC_INVAL, 0,
                           "at least one of `readable` and `writable` must be True");
     int sock = mpc__io_is_socket(fd, &eno);
-    if (sock < 0)
+    if (sock < 0 && eno != EBADF)
         return mpc__error(err, MPC_OS, eno, "descriptor %d: %s", fd, strerror(eno));
+    /* A number that is not an open descriptor is taken, as CPython's
+     * Connection takes it: every call on it then fails with EBADF. */
+    sock = sock > 0;
     peer[0] = '\0';
     if (sock)
         mpc__io_peer_name(fd, peer, sizeof peer);

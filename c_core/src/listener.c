@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static mpc_status lerr(mpc_listener *l, mpc_error *err, mpc_status st, int eno, const char *msg)
 {
@@ -68,6 +69,7 @@ mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener
     }
     if (a.kind == MPC__ADDR_UNIX) {
         l->unlink_on_close = 1;
+        l->owner = getpid();
         memcpy(l->path, a.path, a.path_len + 1);
     }
     int eno = 0;
@@ -142,7 +144,9 @@ void mpc_listener_close(mpc_listener *l)
     if (l->wake_fd >= 0)
         mpc__io_close(l->wake_fd);
     mpc__io_close(l->fd);
-    if (l->unlink_on_close)
+    /* Only the creator removes the file: a forked child closing its copy
+     * leaves the parent's socket reachable (as CPython's Finalize). */
+    if (l->unlink_on_close && l->owner == getpid())
         mpc__io_unlink(l->path);
     free(l->key);
     free(l);

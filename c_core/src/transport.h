@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 /* ------------------------------------------------------------------------
@@ -185,6 +186,7 @@ struct mpc_listener {
     char address[MPC__ADDR_TEXT_MAX];
     const char *family;
     int unlink_on_close;
+    pid_t owner;                 /* the process that created the socket file */
     char path[MPC__UNIX_PATH_MAX + 1];
 
     mpc_options opts;            /* authkey and digest point into the fields below */
