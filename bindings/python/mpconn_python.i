@@ -493,8 +493,24 @@ static PyObject *mpcpy_conn_fail(mpc_conn *c, mpc_status st)
     return mpcpy_raise(st, mpc_conn_errmsg(c), mpc_conn_errno(c), NULL);
 }
 
+/* 1 when this interpreter runs other threads than the caller's: only
+ * then can a close() come while a receive waits with the GIL released. */
+static int mpcpy_other_threads(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x03090000
+    PyInterpreterState *is = PyThreadState_GetInterpreter(ts);
+#else
+    PyInterpreterState *is = ts->interp;
+#endif
+    PyThreadState *head = PyInterpreterState_ThreadHead(is);
+    return head && PyThreadState_Next(head) != NULL;
+}
+
 /* The live, held handle if it is readable (writable), else NULL with the
- * exception CPython raises. */
+ * exception CPython raises.  A receive made while other threads run is
+ * wakeable, so that close() from one of them wakes it (one poll(2) more
+ * per read that waits; single-threaded programs pay nothing). */
 static mpc_conn *mpcpy_conn_hold_dir(mpcpy_conn *self, int write)
 {
     mpc_conn *c = mpcpy_conn_hold(self);
@@ -503,6 +519,8 @@ static mpc_conn *mpcpy_conn_hold_dir(mpcpy_conn *self, int write)
         mpcpy_conn_drop(self, NULL);
         return NULL;
     }
+    if (c && !write)
+        (void)mpc_conn_set_wakeable(c, mpcpy_other_threads());
     return c;
 }
 
@@ -928,8 +946,10 @@ static PyObject *mpcpy_conn_poll(mpcpy_conn *self, PyObject *const *args, Py_ssi
     st = mpc_poll(c, 0, &ready);
     if (st == MPC_OK && !ready && ms != 0)
         MPCPY_UNLOCKED(st = mpc_poll(c, ms, &ready));
-    /* A close() from another thread meanwhile does not change the answer:
-     * the descriptor was readable, or not (CPython answers the same). */
+    /* Woken by a close() from another thread: ready, as a select() on a
+     * closed descriptor says (the next call tells what happened). */
+    if (st == MPC_CLOSED && self->close_pending)
+        st = MPC_OK, ready = 1;
     return mpcpy_conn_drop(self, st == MPC_OK ? PyBool_FromLong(ready) : mpcpy_conn_fail(c, st));
 }
 
@@ -996,8 +1016,10 @@ static PyObject *mpcpy_conn_fileno(mpcpy_conn *self, PyObject *unused)
 /* close(): closes the descriptor, never shuts the socket down (another
  * process may share it).  While a call of this process is inside a method
  * (another thread blocked in recv, or the caller of a finalizer), the close
- * is finished by that call when it returns: the descriptor cannot be
- * reused under it.  As with CPython, such a close does not wake the call. */
+ * is finished by that call when it returns, so the descriptor cannot be
+ * reused under it; a receive or poll waiting in another thread is woken
+ * (mpc_conn_wake: an eventfd, invisible to other processes) and raises
+ * OSError("handle is closed").  A blocked send is not woken. */
 static PyObject *mpcpy_conn_close(mpcpy_conn *self, PyObject *unused)
 {
     (void)unused;
@@ -1006,6 +1028,7 @@ static PyObject *mpcpy_conn_close(mpcpy_conn *self, PyObject *unused)
         Py_RETURN_NONE;
     if (self->busy) {
         self->close_pending = 1;
+        mpc_conn_wake(self->c);
         Py_RETURN_NONE;
     }
     mpcpy_conn_free(self, 0);

@@ -531,6 +531,22 @@ MPC_API int mpc_conn_detach(mpc_conn *c);
  * another thread is inside a call on c. */
 MPC_API void mpc_conn_close(mpc_conn *c);
 
+/* Makes the receives and polls of c that wait wakeable by mpc_conn_wake()
+ * (on != 0), or not (on = 0, the default).  The first call with on != 0
+ * creates an eventfd (kept until close; MPC_OS if none can be made).
+ * Costs one poll(2) before each read that may wait; made for bindings that
+ * know when another thread may close the connection.  Sends and connects
+ * are not woken. */
+MPC_API mpc_status mpc_conn_set_wakeable(mpc_conn *c, int on);
+
+/* Makes a wakeable receive or poll waiting on c in another thread of this
+ * process return MPC_CLOSED, and every later wakeable wait on c, until c is
+ * closed.  Safe from another thread once mpc_conn_set_wakeable(c, 1) has
+ * returned; changes nothing another process sharing the descriptor can see.
+ * A message the woken call had received only in part is lost (the
+ * connection is broken).  Does not block. */
+MPC_API void mpc_conn_wake(mpc_conn *c);
+
 /* shutdown(2) of a socket connection in both directions: a call blocked on c
  * in another thread returns (end of file or an error), and so do the reads
  * of every other process that shares the socket, whose peer also sees end

@@ -75,6 +75,7 @@ static mpc_status io_err(mpc_conn *c, mpc_status st, int eno, const char *op)
     case MPC_TIMEOUT: return set_err(c, st, 0, "%s: timed out", op);
     case MPC_INTR: return set_err(c, st, 0, "%s: interrupted", op);
     case MPC_NOMEM: return set_err(c, st, 0, "%s: out of memory", op);
+    case MPC_CLOSED: return set_err(c, st, 0, "%s: woken: the connection is being closed", op);
     case MPC_OS: return set_err(c, st, eno, "%s: %s", op, strerror(eno));
     default: return set_err(c, st, eno, "%s: %s", op, mpc_strerror(st));
     }
@@ -142,6 +143,8 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
     c->readable = readable != 0;
     c->writable = writable != 0;
     c->is_socket = is_socket != 0;
+    c->wake_fd = -1;
+    c->intr.wake_fd = -1;
     /* Whether SIGPIPE would kill the process is looked at once, here: the
      * guard costs three system calls per pipe write.  A host that restores
      * the default disposition later should make new connections. */
@@ -162,6 +165,8 @@ void mpc__conn_free(mpc_conn *c)
 {
     if (!c)
         return;
+    if (c->wake_fd >= 0)
+        mpc__io_close(c->wake_fd);
     free(c->rbuf_block);
     free(c);
 }
@@ -253,7 +258,7 @@ mpc_status mpc_connect(const char *address, const mpc_options *opts, mpc_conn **
         return st;
     mpc__deadline dl =
         opts->connect_timeout > 0 ? mpc__deadline_in(opts->connect_timeout) : MPC__NO_DEADLINE;
-    mpc__intr intr = {opts->interrupt, opts->interrupt_arg};
+    mpc__intr intr = {opts->interrupt, opts->interrupt_arg, -1};
     st = mpc__io_connect(&a, address, dl, &intr, &fd, peer, err);
     if (st != MPC_OK)
         return st;
@@ -340,6 +345,26 @@ mpc_status mpc_conn_set_read_ahead(mpc_conn *c, int on)
 }
 
 int mpc_conn_read_ahead(const mpc_conn *c) { return c && c->read_ahead; }
+
+mpc_status mpc_conn_set_wakeable(mpc_conn *c, int on)
+{
+    if (!c)
+        return MPC_INVAL;
+    if (on && c->wake_fd < 0) {
+        int eno = 0;
+        c->wake_fd = mpc__io_wake_fd(&eno);
+        if (c->wake_fd < 0)
+            return set_err(c, MPC_OS, eno, "eventfd: %s", strerror(eno));
+    }
+    c->intr.wake_fd = on ? c->wake_fd : -1;
+    return MPC_OK;
+}
+
+void mpc_conn_wake(mpc_conn *c)
+{
+    if (c)
+        mpc__io_wake(c->wake_fd);
+}
 
 mpc_status mpc_conn_shutdown(mpc_conn *c)
 {

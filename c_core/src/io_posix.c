@@ -169,15 +169,19 @@ mpc_status mpc__io_shutdown(int fd, int *eno)
 mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
                         const mpc__intr *intr, size_t *got, int *eno)
 {
+    int wake_fd = intr ? intr->wake_fd : -1;
     *got = 0;
     for (;;) {
         /* Without a deadline the blocking read is the only system call;
-         * with one, poll first so the read cannot block past it. */
-        if (dl != MPC__NO_DEADLINE) {
-            int ready = 0;
-            mpc_status st = wait_fd(fd, POLLIN, dl, intr, &ready, eno);
+         * with one, or a wake-up descriptor, poll first so the read cannot
+         * block past either. */
+        if (dl != MPC__NO_DEADLINE || wake_fd >= 0) {
+            int ready = 0, woken = 0;
+            mpc_status st = wait_fd_or_wake(fd, POLLIN, wake_fd, dl, intr, &ready, &woken, eno);
             if (st != MPC_OK)
                 return st;
+            if (woken)
+                return MPC_CLOSED;
             if (!ready)
                 return MPC_TIMEOUT;
         }
@@ -191,10 +195,12 @@ mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
                 return MPC_INTR;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             /* A caller-supplied non-blocking descriptor: wait, then retry. */
-            int ready = 0;
-            mpc_status st = wait_fd(fd, POLLIN, dl, intr, &ready, eno);
+            int ready = 0, woken = 0;
+            mpc_status st = wait_fd_or_wake(fd, POLLIN, wake_fd, dl, intr, &ready, &woken, eno);
             if (st != MPC_OK)
                 return st;
+            if (woken)
+                return MPC_CLOSED;
             if (!ready)
                 return MPC_TIMEOUT;
         } else {
@@ -341,8 +347,11 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
 mpc_status mpc__io_wait_readable(int fd, mpc__deadline dl, const mpc__intr *intr, int *ready,
                                  int *eno)
 {
+    int woken = 0;
     *ready = 0;
-    return wait_fd(fd, POLLIN, dl, intr, ready, eno);
+    mpc_status st =
+        wait_fd_or_wake(fd, POLLIN, intr ? intr->wake_fd : -1, dl, intr, ready, &woken, eno);
+    return st == MPC_OK && woken ? MPC_CLOSED : st;
 }
 
 mpc_status mpc__io_wait_many(const int *fds, const unsigned char *force_ready, size_t n,

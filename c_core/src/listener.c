@@ -58,6 +58,7 @@ mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener
     }
     l->intr.fn = opts->interrupt;
     l->intr.arg = opts->interrupt_arg;
+    l->intr.wake_fd = -1;
 
     int backlog = opts->backlog > 0 ? opts->backlog : 1;
     st = mpc__io_listen(&a, address, backlog, opts->unix_mode, &l->fd, l->address, &l->family,

@@ -57,6 +57,9 @@ mpc__deadline mpc__deadline_min(mpc__deadline a, mpc__deadline b);
 typedef struct mpc__intr {
     int (*fn)(void *arg);
     void *arg;
+    /* Reads and polls that wait also watch this descriptor (-1: none) and
+     * return MPC_CLOSED once it is readable (mpc_conn_wake()). */
+    int wake_fd;
 } mpc__intr;
 
 /* ------------------------------------------------------------------------
@@ -87,7 +90,7 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
                          const mpc__intr *intr, size_t *put, int *eno);
 
 /* Waits until fd is readable (or at end of file / in error) up to dl.
- * *ready = 1 or 0.  MPC_OK, MPC_INTR, MPC_OS. */
+ * *ready = 1 or 0.  MPC_OK, MPC_INTR, MPC_OS, MPC_CLOSED (woken). */
 mpc_status mpc__io_wait_readable(int fd, mpc__deadline dl, const mpc__intr *intr, int *ready,
                                  int *eno);
 
@@ -151,6 +154,7 @@ struct mpc_conn {
     unsigned char writable;
     unsigned char is_socket;
     unsigned char pipe_guard;    /* pipe writes block SIGPIPE (MPC__IO_PIPE_GUARDED) */
+    int wake_fd;                 /* eventfd of mpc_conn_set_wakeable(), or -1 */
     mpc_status broken;           /* sticky failure, MPC_OK while healthy */
     char broken_msg[MPC_ERRMSG_MAX];
 

@@ -864,6 +864,119 @@ static void sending_to_a_closed_peer_is_an_os_error_not_a_signal(void **state)
     mpc_conn_close(b);
 }
 
+/* A pipe has no MSG_NOSIGNAL: the core blocks SIGPIPE around the write
+ * (SIGPIPE is at its default, killing disposition in this program). */
+static void writing_to_a_pipe_whose_reader_is_gone_is_an_os_error_not_a_signal(void **state)
+{
+    (void)state;
+    mpc_conn *r, *w;
+    mpc_error e;
+    assert_int_equal(mpc_pipe(0, NULL, &r, &w, &e), MPC_OK);
+    mpc_conn_close(r);
+    assert_int_equal(mpc_send_bytes(w, "x", 1), MPC_OS);
+    assert_int_equal(mpc_conn_errno(w), EPIPE);
+    mpc_buf m[2] = {{"a", 1}, {"b", 1}};
+    assert_int_equal(mpc_send_many(w, m, 2), MPC_OS);
+    assert_int_equal(mpc_conn_errno(w), EPIPE);
+    /* Nothing left pending for the thread either. */
+    sigset_t pending;
+    sigpending(&pending);
+    assert_false(sigismember(&pending, SIGPIPE));
+    mpc_conn_close(w);
+}
+
+struct blocked_recv {
+    pthread_t tid;
+    mpc_conn *c;
+    mpc_status st;
+    int ready;
+    int poll;
+};
+
+static void *blocked_recv_main(void *arg)
+{
+    struct blocked_recv *b = arg;
+    void *out = NULL;
+    size_t len;
+    if (b->poll)
+        b->st = mpc_poll(b->c, -1, &b->ready);
+    else
+        b->st = mpc_recv_bytes(b->c, MPC_NO_LIMIT, &out, &len);
+    mpc_free(out);
+    return NULL;
+}
+
+/* mpc_conn_wake() makes a wakeable receive (and poll) that waits in another
+ * thread return MPC_CLOSED, without touching the socket: the peer sees no
+ * end of file, and a message sent afterwards is still there. */
+static void wake_ends_a_wakeable_wait_in_another_thread_and_leaves_the_socket(void **state)
+{
+    (void)state;
+    for (int poll = 0; poll < 2; poll++) {
+        mpc_conn *a, *b;
+        make_pair(1, &a, &b);
+        assert_int_equal(mpc_conn_set_wakeable(a, 1), MPC_OK);
+        struct blocked_recv br = {.c = a, .poll = poll};
+        assert_int_equal(pthread_create(&br.tid, NULL, blocked_recv_main, &br), 0);
+        usleep(100 * 1000);
+        mpc_conn_wake(a);
+        pthread_join(br.tid, NULL);
+        assert_int_equal(br.st, MPC_CLOSED);
+        int ready = 1;
+        assert_int_equal(mpc_poll(b, 0, &ready), MPC_OK);
+        assert_int_equal(ready, 0); /* no shutdown: no end of file */
+        /* Not wakeable any more: the message is received as usual. */
+        assert_int_equal(mpc_conn_set_wakeable(a, 0), MPC_OK);
+        assert_int_equal(mpc_send_bytes(b, "kept", 4), MPC_OK);
+        void *out;
+        size_t len;
+        assert_int_equal(mpc_recv_bytes(a, MPC_NO_LIMIT, &out, &len), MPC_OK);
+        assert_memory_equal(out, "kept", 4);
+        mpc_free(out);
+        mpc_conn_close(a);
+        mpc_conn_close(b);
+    }
+}
+
+static int g_hook_calls;
+static int abort_hook(void *arg)
+{
+    (void)arg;
+    g_hook_calls++;
+    return 1;
+}
+
+static void handle_alarm(int sig) { (void)sig; }
+
+/* A signal that arrives after a blocking write has sent part of a message
+ * ends the write early without EINTR: the hook is asked then, and aborting
+ * breaks the connection (half a message cannot be taken back). */
+static void the_hook_is_asked_when_a_signal_cuts_a_write_short(void **state)
+{
+    (void)state;
+    mpc_conn *a, *b;
+    make_pair(1, &a, &b);
+    mpc_conn_set_interrupt(b, abort_hook, NULL);
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handle_alarm; /* no SA_RESTART */
+    sigaction(SIGALRM, &sa, &old);
+    size_t n = (size_t)16 << 20;
+    unsigned char *big = calloc(1, n);
+    assert_non_null(big);
+    g_hook_calls = 0;
+    alarm(1);
+    assert_int_equal(mpc_send_bytes(b, big, n), MPC_INTR);
+    alarm(0);
+    sigaction(SIGALRM, &old, NULL);
+    assert_true(g_hook_calls >= 1);
+    assert_int_equal(mpc_send_bytes(b, "x", 1), MPC_PROTO);
+    assert_non_null(strstr(mpc_conn_errmsg(b), "sent only in part"));
+    free(big);
+    mpc_conn_close(a);
+    mpc_conn_close(b);
+}
+
 static void a_descriptor_can_be_wrapped_and_detached(void **state)
 {
     (void)state;
@@ -1035,6 +1148,9 @@ int main(void)
         cmocka_unit_test(the_interrupt_hook_can_abort_a_blocked_receive),
         cmocka_unit_test(io_timeout_bounds_a_receive_and_keeps_the_stream_in_step),
         cmocka_unit_test(sending_to_a_closed_peer_is_an_os_error_not_a_signal),
+        cmocka_unit_test(writing_to_a_pipe_whose_reader_is_gone_is_an_os_error_not_a_signal),
+        cmocka_unit_test(wake_ends_a_wakeable_wait_in_another_thread_and_leaves_the_socket),
+        cmocka_unit_test(the_hook_is_asked_when_a_signal_cuts_a_write_short),
         cmocka_unit_test(a_descriptor_can_be_wrapped_and_detached),
         cmocka_unit_test(the_read_buffer_avoids_page_offsets_0_and_16),
         cmocka_unit_test(peek_and_consume_take_buffered_messages_without_copying),

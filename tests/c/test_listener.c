@@ -451,6 +451,30 @@ static void accepter_start(struct accepter *a, mpc_listener *l)
 
 static void accepter_join(struct accepter *a) { pthread_join(a->tid, NULL); }
 
+/* mpc_listener_wake() ends an accept waiting in another thread with
+ * MPC_CLOSED (no shutdown, no spinning); the listener then closes and
+ * removes its socket file. */
+static void wake_ends_an_accept_waiting_in_another_thread(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mpconn-wake-%d.sock", (int)getpid());
+    for (int kind = 0; kind < 2; kind++) {
+        mpc_listener *l = listen_ok(kind ? path : "127.0.0.1:0", NULL);
+        struct accepter a;
+        accepter_start(&a, l);
+        usleep(100 * 1000);
+        clock_t cpu0 = clock();
+        mpc_listener_wake(l);
+        accepter_join(&a);
+        assert_int_equal(a.st, MPC_CLOSED);
+        assert_true(clock() - cpu0 < CLOCKS_PER_SEC / 2);
+        mpc_listener_close(l);
+        if (kind)
+            assert_int_equal(access(path, F_OK), -1);
+    }
+}
+
 /* The client pipelines: its reply and its own challenge leave together,
  * before it has the verdict (the bytes and their order on the wire are
  * CPython's; only the waiting differs).  A raw server sees both frames
@@ -602,6 +626,7 @@ static void the_handshake_legs_run_on_any_duplex_connection(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(wake_ends_an_accept_waiting_in_another_thread),
         cmocka_unit_test(tcp_over_ipv4_reports_the_real_port_and_round_trips),
         cmocka_unit_test(a_name_resolves_and_binds_like_its_address),
         cmocka_unit_test(tcp_over_ipv6_works_when_the_machine_has_it),

@@ -147,23 +147,44 @@ def test_a_blocked_accept_and_poll_do_not_stop_other_threads():
         c.close()
 
 
-def test_close_from_another_thread_leaves_the_socket_to_the_blocked_recv():
-    """close() while another thread is blocked in recv_bytes() neither shuts
-    the socket down (a forked child or another process may share it) nor
-    frees what the blocked call uses: as with CPython, the call is not woken;
-    it returns the next message, then the close is finished."""
-    a, b = Pipe()
+@pytest.mark.parametrize("duplex", [True, False])
+def test_close_from_another_thread_wakes_a_blocked_recv(duplex):
+    """close() while another thread is blocked in recv_bytes() wakes it
+    (OSError "handle is closed") without shutdown(2), and the close is then
+    finished: the peer sees end of file.  A blocked poll() answers True."""
+    a, b = Pipe(duplex)
     t = start_thread(a.recv_bytes)
     time.sleep(0.2)
     a.close()
     assert a.closed
-    # The peer sees no end of file: the socket was not shut down.
-    assert not b.poll(0.2)
-    b.send_bytes(b"after close")
-    assert t.join(10) == b"after close"
+    with pytest.raises(OSError, match="handle is closed"):
+        t.join(10)
     with pytest.raises(OSError):
         a.fileno()
-    # Now closed for real: the peer sees end of file.
-    assert b.poll(5)
-    with pytest.raises(EOFError):
-        b.recv_bytes()
+    if duplex:
+        assert b.poll(5)
+        with pytest.raises(EOFError):
+            b.recv_bytes()
+    a, b = Pipe(duplex)
+    t = start_thread(a.poll, 30)
+    time.sleep(0.2)
+    a.close()
+    assert t.join(10) is True
+
+
+def test_close_in_a_forked_child_leaves_the_parent_connection_working():
+    """The child's close() of a connection whose recv is blocked in a parent
+    thread closes the child's copy only: no shutdown(2) of the shared
+    socket, the parent's recv still gets its message."""
+    a, b = Pipe()
+    t = start_thread(a.recv_bytes)
+    time.sleep(0.2)
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+        os._exit(0 if a.closed else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    b.send_bytes(b"still here")
+    assert t.join(10) == b"still here"
+    a.close()
+    b.close()
