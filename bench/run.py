@@ -14,7 +14,8 @@ Implementations:
   c-mpconn      mpconn C, default (exact) reads;  c-mpconn-ra: read-ahead
   py-mpconn     mpconn Python, default (exact) reads;  py-mpconn-ra: read_ahead=True
   py-stock      multiprocessing.connection;  py-zmq: pyzmq PAIR
-  lua-mpconn    mpconn Lua (default reads)
+  lua-mpconn    mpconn Lua (default reads);  lua-mpconn-ra: read_ahead
+                (not in the default list: add it with --impls)
 Every row gets three ratios: vs_plain_c (to c-plain, CPython's read
 pattern: the baseline of the default mode's small-message targets),
 vs_best_c (to the best plain C of the row, the faster of c-plainbuf and
@@ -67,8 +68,12 @@ def count_for(impl, mode, size):
 IMPLS = ["c-plain", "c-plainbuf", "c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra",
          "lua-mpconn", "py-stock", "py-zmq"]
 # Those offering a batched send (send_many / send_bytes_many).
-BATCHED = ("c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra", "lua-mpconn")
-READ_AHEAD = ("c-mpconn-ra", "py-mpconn-ra")
+BATCHED = ("c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra", "lua-mpconn",
+           "lua-mpconn-ra")
+READ_AHEAD = ("c-mpconn-ra", "py-mpconn-ra", "lua-mpconn-ra")
+# Measured on request only (--impls ...,lua-mpconn-ra): about 13 s a
+# repetition more, and no SPEC 6 target reads it.
+EXTRA_IMPLS = ["lua-mpconn-ra"]
 
 
 def impl_cmd(impl, mode, size, count, transport, python, lua):
@@ -79,9 +84,9 @@ def impl_cmd(impl, mode, size, count, transport, python, lua):
     if impl.startswith("py-"):
         return [python, os.path.join(HERE, "bench_py.py"), impl[3:], mode, str(size),
                 str(count), transport]
-    if impl == "lua-mpconn":
+    if impl in ("lua-mpconn", "lua-mpconn-ra"):
         return [lua, os.path.join(HERE, "bench_lua.lua"), mode, str(size), str(count),
-                transport]
+                transport] + (["ra"] if impl.endswith("-ra") else [])
     raise ValueError(impl)
 
 
@@ -334,7 +339,7 @@ def print_table(results, machine):
     print("\nmachine: %(cpu)s, %(cpus)s CPUs, %(platform)s; %(reps)s reps, medians" % machine)
     print("vs C: to plain C with CPython's read pattern (c-plain); vs best: to the best "
           "plain C of the row (c-plainbuf or c-plain); -ra: read-ahead")
-    order = {impl: i for i, impl in enumerate(IMPLS)}
+    order = {impl: i for i, impl in enumerate(IMPLS + EXTRA_IMPLS)}
     rows = sorted(results, key=lambda r: (r["placement"] != "pinned", r["transport"],
                                           MODES.index(r["mode"]),
                                           r["size"], order.get(r["impl"], 99)))

@@ -20,7 +20,8 @@ import run  # noqa: E402  (the driver: SIZES, human(), print_targets())
 IMPLS = [("c-plain", "plain C, CPython's reads"), ("c-plainbuf", "plain C, buffered"),
          ("c-mpconn", "mpconn C"), ("c-mpconn-ra", "mpconn C read-ahead"),
          ("py-mpconn", "mpconn Python"), ("py-mpconn-ra", "mpconn Python read-ahead"),
-         ("lua-mpconn", "mpconn Lua"), ("py-stock", "stock CPython"), ("py-zmq", "pyzmq")]
+         ("lua-mpconn", "mpconn Lua"), ("lua-mpconn-ra", "mpconn Lua read-ahead"),
+         ("py-stock", "stock CPython"), ("py-zmq", "pyzmq")]
 TITLES = {"pinned": "Both peers pinned to CPU 0", "free": "Free placement",
           "unix": "Unix socket", "tcp": "TCP loopback"}
 
