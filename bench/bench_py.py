@@ -3,7 +3,8 @@ pyzmq PAIR sockets, driven identically.
 
     python bench_py.py IMPL MODE SIZE COUNT TRANSPORT
 
-IMPL: stock | mpconn | zmq.  MODE: pingpong | stream | batch (mpconn:
+IMPL: stock | mpconn (default: exact reads) | mpconn-ra (read_ahead=True on
+both ends) | zmq.  MODE: pingpong | stream | batch (mpconn:
 send_bytes_many; zmq: not offered) | stream_into (recv_bytes_into a
 preallocated buffer).  The parent measures; a forked child is the peer.
 Prints one JSON object like bench_c.  Placement (pinning) is done by the
@@ -79,18 +80,28 @@ def open_pair(impl, transport):
             return ZmqConn(c)
 
         return server, client
+    kw = {}
     if impl == "stock":
         from multiprocessing.connection import Client, Listener
     else:
         from mpconn import Client, Listener
-    listener = Listener(addr)
+        if impl == "mpconn-ra":
+            kw = {"read_ahead": True}
+        elif impl != "mpconn":
+            raise SystemExit("unknown implementation %r" % impl)
+    listener = Listener(addr, **kw)
     real = listener.address
 
+    def checked(conn):
+        if kw and not conn.read_ahead:
+            raise SystemExit("read_ahead did not take")
+        return conn
+
     def server():
-        return listener.accept()
+        return checked(listener.accept())
 
     def client():
-        return Client(real)
+        return checked(Client(real, **kw))
 
     return server, client
 

@@ -4,13 +4,23 @@
 # Builds the library, the bench program, the Python package (build/venv) and
 # the Lua module if they are missing, installs pyzmq for the comparison, then
 # runs bench/run.py.  Takes about 8 minutes on 2 cores (--quick: about 1).
+# The Python package is reinstalled when its sources changed since the last run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MPCONN_BUILD:-$root/build}
 if [ ! -x "$build/venv/bin/python" ]; then
   python3 -m venv "$build/venv"
 fi
-"$build/venv/bin/python" -c 'import mpconn' 2>/dev/null || "$build/venv/bin/pip" install -q "$root"
+# Reinstall the Python package whenever a source it is built from changed
+# since the last install (a stale venv would measure old code).
+stamp="$build/venv/.mpconn-installed"
+if ! "$build/venv/bin/python" -c 'import mpconn' 2>/dev/null || [ ! -e "$stamp" ] ||
+   [ -n "$(find "$root/python" "$root/bindings" "$root/c_core" "$root/setup.py" "$root/pyproject.toml" \
+            -newer "$stamp" -type f -print -quit 2>/dev/null)" ]; then
+  touch "$stamp.new"  # the time the sources were taken
+  "$build/venv/bin/pip" install -q "$root"
+  mv "$stamp.new" "$stamp"
+fi
 "$build/venv/bin/python" -c 'import zmq' 2>/dev/null || "$build/venv/bin/pip" install -q pyzmq
 cmake -S "$root" -B "$build" -DMPCONN_BUILD_LUA=ON -DMPCONN_BUILD_TESTS=OFF -DMPCONN_PYTHON="$build/venv/bin/python" >/dev/null
 cmake --build "$build" -j2 >/dev/null
