@@ -1,16 +1,27 @@
-"""Builds mpconn: SWIG generates the binding from bindings/python/, and the
-extension is compiled together with the C core (c_core/src/*.c), linked to
-libcrypto.  Configuration lives in pyproject.toml; this file only holds what
-needs code: running SWIG (from PyPI, see [build-system]) and putting the
-generated mpconn/core.py into the build (and so the wheel).
+"""Builds the mpconn Python package by driving the project's one CMake build.
 
-Order: build_ext runs before build_py, and SWIG writes core.py straight into
-the build directory (or into python/mpconn/ for --inplace builds).
+CMake (bindings/CMakeLists.txt, target mpconn_python) runs SWIG on
+bindings/python/mpconn_python.i and compiles the extension against the
+core's static library, with the core's flags and warnings; this file only
+tells it which interpreter to build for and where the two generated files
+go (mpconn/_mpconn<EXT_SUFFIX> and SWIG's mpconn/core.py), then hands them
+to setuptools.  Metadata lives in pyproject.toml.
+
+Build requirements beyond pyproject.toml's: CMake >= 3.16 and SWIG >= 4 come
+from PyPI (the cmake and swig wheels) only when the machine has none, so a
+fresh machine needs just a C compiler and libssl-dev.
+
+Environment: CMAKE_ARGS (extra -D options for the CMake configure),
+CMAKE_BUILD_PARALLEL_LEVEL (default 2 jobs), SWIG (a swig to use),
+MPCONN_SETUPTOOLS_BUILD (setuptools' build directory, default
+build/setuptools).
 """
 
-import glob
 import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 
 from setuptools import Extension, setup
@@ -23,57 +34,101 @@ except ImportError:  # pragma: no cover
     from distutils.command.build import build
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-INTERFACE = os.path.join("bindings", "python", "mpconn_python.i")
 GENERATED = "core"  # SWIG's Python module: mpconn/core.py
+CMAKE_MIN = (3, 16)
+SWIG_MIN = 4
 
 
-def _rel(path):
-    return os.path.relpath(path, HERE)
+def _version_of(cmd, pattern):
+    try:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             universal_newlines=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(pattern, out)
+    return tuple(int(x) for x in m.groups()) if m else None
 
 
-def core_sources():
-    return sorted(_rel(p) for p in glob.glob(os.path.join(HERE, "c_core", "src", "*.c")))
+def find_cmake():
+    """A cmake on PATH (which includes the build environment's bin/) that runs
+    and is recent enough, else None."""
+    path = shutil.which("cmake")
+    if path and (_version_of([path, "--version"], r"cmake version (\d+)\.(\d+)") or (0,)) >= CMAKE_MIN:
+        return path
+    return None
 
 
 def find_swig():
     for candidate in (os.environ.get("SWIG"), "swig", "swig4.0"):
-        if candidate:
-            path = shutil.which(candidate)
-            if path:
-                return path
-    # The swig wheel from PyPI installs its launcher next to the interpreter.
-    for d in (os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")):
-        path = shutil.which("swig", path=d)
-        if path:
+        path = candidate and shutil.which(candidate)
+        if path and (_version_of([path, "-version"], r"SWIG Version (\d+)") or (0,)) >= (SWIG_MIN,):
             return path
-    raise RuntimeError("SWIG >= 4 is needed to build mpconn (pip installs it from PyPI; "
-                       "or set SWIG=/path/to/swig)")
+    return None
 
 
-class BuildExt(build_ext):
-    """Runs SWIG, then compiles the wrapper with the C core sources."""
+def missing_build_tools():
+    """What pip must fetch from PyPI before building (setuptools' PEP 517
+    backend turns setup_requires into build requirements)."""
+    reqs = []
+    if not find_cmake():
+        reqs.append("cmake>=%d.%d" % CMAKE_MIN)
+    if not find_swig():
+        reqs.append("swig>=%d" % SWIG_MIN)
+    return reqs
 
-    def run(self):
-        os.chdir(HERE)
-        swig = find_swig()
-        wrap_dir = os.path.join(self.build_temp, "swig")
-        os.makedirs(wrap_dir, exist_ok=True)
-        wrapper = os.path.join(wrap_dir, "mpconn_python_wrap.c")
-        if self.inplace:
-            py_outdir = os.path.join("python", "mpconn")
-        else:
-            py_outdir = os.path.join(self.build_lib, "mpconn")
-        os.makedirs(py_outdir, exist_ok=True)
-        self.spawn([swig, "-python", "-I" + os.path.join("c_core", "include"),
-                    "-outdir", py_outdir, "-o", wrapper, INTERFACE])
-        for ext in self.extensions:
-            ext.sources = [wrapper] + core_sources()
-        super().run()
+
+class CMakeBuild(build_ext):
+    """Configures and builds the CMake target mpconn_python, with its output
+    (the extension and core.py) written where setuptools wants the extension."""
+
+    def build_extension(self, ext):
+        cmake, swig = find_cmake(), find_swig()
+        if not cmake or not swig:
+            raise RuntimeError(
+                "building mpconn needs CMake >= %d.%d and SWIG >= %d; pip fetches both from PyPI "
+                "when they are missing (with build isolation, the default)" % (CMAKE_MIN + (SWIG_MIN,)))
+        ext_path = os.path.abspath(self.get_ext_fullpath(ext.name))
+        outdir = os.path.dirname(ext_path)
+        builddir = os.path.abspath(os.path.join(self.build_temp, "cmake"))
+        _forget_foreign_cache(builddir, cmake)
+        os.makedirs(builddir, exist_ok=True)
+        configure = [
+            cmake, "-S", HERE, "-B", builddir,
+            "-DCMAKE_BUILD_TYPE=" + ("Debug" if self.debug else "Release"),
+            "-DMPCONN_BUILD_PYTHON=ON", "-DMPCONN_BUILD_LUA=OFF", "-DMPCONN_BUILD_TESTS=OFF",
+            "-DMPCONN_BUILD_EXAMPLES=OFF", "-DMPCONN_BUILD_BENCH=OFF",
+            "-DMPCONN_PYTHON_EXECUTABLE=" + sys.executable,
+            "-DMPCONN_PYTHON_OUTPUT_DIR=" + outdir,
+            "-DSWIG_EXECUTABLE=" + swig,
+        ] + shlex.split(os.environ.get("CMAKE_ARGS", ""))
+        jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(self.parallel or 2)
+        self.spawn(configure)
+        self.spawn([cmake, "--build", builddir, "--target", "mpconn_python", "-j", jobs])
+        if not os.path.exists(ext_path):
+            raise RuntimeError("CMake did not produce %s" % ext_path)
+        if getattr(self, "editable_mode", False):
+            # PEP 660 (setuptools >= 64) copies the extension into the source
+            # package; SWIG's core.py has to go there too.
+            src_pkg = os.path.join(HERE, "python", "mpconn")
+            shutil.copy2(os.path.join(outdir, GENERATED + ".py"), src_pkg)
+
+
+def _forget_foreign_cache(builddir, cmake):
+    """pip's isolated build environments come and go: a CMake cache made by a
+    cmake that is not this one (another path) is removed, not reused."""
+    cache = os.path.join(builddir, "CMakeCache.txt")
+    try:
+        with open(cache) as f:
+            m = re.search(r"^CMAKE_COMMAND:INTERNAL=(.*)$", f.read(), re.M)
+    except OSError:
+        return
+    if not m or os.path.realpath(m.group(1)) != os.path.realpath(cmake):
+        shutil.rmtree(builddir)
 
 
 class BuildPy(build_py):
-    """Never copies a python/mpconn/core.py left by an --inplace build over
-    the one SWIG just generated into the build directory."""
+    """Never copies a python/mpconn/core.py left by an in-place or editable
+    build over the one CMake just generated into the build directory."""
 
     def find_package_modules(self, package, package_dir):
         modules = super().find_package_modules(package, package_dir)
@@ -81,32 +136,21 @@ class BuildPy(build_py):
 
 
 class Build(build):
-    # build_ext first: SWIG must have written mpconn/core.py before the
-    # pure-Python files are collected.
+    # build_ext first: CMake writes mpconn/core.py with the extension.
     sub_commands = [("build_ext", build.has_ext_modules)] + [
         cmd for cmd in build.sub_commands if cmd[0] != "build_ext"
     ]
 
     def initialize_options(self):
         super().initialize_options()
-        # Keep setuptools' intermediates out of the top level of build/,
-        # which is CMake's build tree (MPCONN_SETUPTOOLS_BUILD overrides).
-        self.build_base = os.environ.get("MPCONN_SETUPTOOLS_BUILD",
-                                         os.path.join("build", "setuptools"))
+        # Keep setuptools' intermediates (CMake's build tree for the wheel
+        # included) out of the top level of build/, which is the CMake build
+        # tree of tests/run_all.sh.
+        self.build_base = os.environ.get("MPCONN_SETUPTOOLS_BUILD", os.path.join("build", "setuptools"))
 
 
-extension = Extension(
-    "mpconn._mpconn",
-    sources=core_sources(),  # the SWIG wrapper is added by BuildExt
-    include_dirs=[os.path.join("c_core", "include"), os.path.join("c_core", "src")],
-    define_macros=[("MPC_BUILDING", None), ("_GNU_SOURCE", None)],
-    libraries=["crypto", "m"],
-    extra_compile_args=["-std=gnu11", "-fvisibility=hidden", "-Wno-unused-parameter",
-                        "-Wno-missing-field-initializers"],
-    depends=glob.glob(os.path.join("c_core", "include", "*.h"))
-    + glob.glob(os.path.join("c_core", "src", "*.h"))
-    + glob.glob(os.path.join("bindings", "*.i"))
-    + glob.glob(os.path.join("bindings", "python", "*.i")),
+setup(
+    ext_modules=[Extension("mpconn._mpconn", sources=[])],  # built by CMake
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPy, "build": Build},
+    setup_requires=missing_build_tools(),
 )
-
-setup(ext_modules=[extension], cmdclass={"build_ext": BuildExt, "build_py": BuildPy, "build": Build})

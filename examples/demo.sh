@@ -21,6 +21,9 @@
 #    listener refuses it, names the opcode and the global, runs nothing,
 #    and prints the next message.
 #
+# First the Debian packages the demo needs (.ci/deps.sh demo): installed
+# when missing if this runs as root or with passwordless sudo, else the
+# demo prints the apt-get command to run and stops.
 # The C parts are built with CMake into build/ (or $MPCONN_BUILD_DIR) when
 # missing.  The Python step needs an interpreter that can import the mpconn
 # package (build/venv, or $MPCONN_PYTHON, or python3 if it is installed
@@ -64,6 +67,7 @@ wait_line() {
 }
 
 # ---------------------------------------------------------------- building
+PYTHON="$PY" bash "$ROOT/.ci/deps.sh" demo || exit 1
 # Incremental: a no-op taking about a second when everything is up to date,
 # so the demo always shows the current sources.  A fresh tree is configured
 # without the test suites (they need pytest; tests/run_all.sh sets them up).

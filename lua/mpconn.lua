@@ -39,6 +39,13 @@
 --   io_timeout         seconds each send/recv may take (default: no limit)
 --   max_message_size   largest message recv accepts, in bytes
 --   unix_mode          mode bits of a Unix socket file created by listen
+--   read_ahead         true: read through a 64 KiB buffer (fewer system
+--                      calls for many small messages).  Default false: each
+--                      message is read exactly, what follows stays in the
+--                      kernel (the descriptor can be shared, handed over
+--                      and watched with a raw poll on its fileno).  With
+--                      read_ahead, this process must be the only reader and
+--                      ask c:poll()/mpconn.wait() for readiness.
 --
 -- recv_bytes_into is not offered: Lua strings are immutable, so there is no
 -- caller buffer to receive into; recv_bytes(maxlength) bounds the size.
@@ -125,7 +132,7 @@ local DIALECTS = {
 local OPTION_KEYS = {
   authkey = true, dialect = true, digest = true, backlog = true, timeout = true,
   connect_timeout = true, handshake_timeout = true, io_timeout = true,
-  max_message_size = true, unix_mode = true,
+  max_message_size = true, unix_mode = true, read_ahead = true,
 }
 
 local function opt_ms(v, key, fname)
@@ -181,6 +188,11 @@ local function c_options(opts, n, fname)
   o.connect_timeout = opt_ms(opts.connect_timeout, "connect_timeout", fname) or t
   o.handshake_timeout = opt_ms(opts.handshake_timeout, "handshake_timeout", fname) or t
   o.io_timeout = opt_ms(opts.io_timeout, "io_timeout", fname)
+  local ra = opts.read_ahead
+  if ra ~= nil and type(ra) ~= "boolean" then
+    error(format("option read_ahead to '%s': boolean expected, got %s", fname, type(ra)), 3)
+  end
+  o.read_ahead = ra and 1 or nil
   return o
 end
 
@@ -742,7 +754,7 @@ end
 --- mpconn.pipe([duplex [, opts]]) -> a, b | nil, message, code
 -- duplex (default true): a connected socket pair.  duplex == false: a is
 -- the reading end, b the writing end (as CPython's Pipe(duplex=False)).
--- opts may set io_timeout and max_message_size.
+-- opts may set io_timeout, max_message_size and read_ahead.
 function M.pipe(duplex, opts)
   if duplex ~= nil and type(duplex) ~= "boolean" then
     argerror(1, "pipe", "boolean expected, got " .. type(duplex))

@@ -3,6 +3,9 @@
 #
 #   bash tests/run_all.sh
 #
+# 0. the Debian packages the suites need (.ci/deps.sh test: installed when
+#    missing if this runs as root or with passwordless sudo, else it prints
+#    the apt-get command to run and stops),
 # 1. a virtualenv at build/venv with pytest (and the mpconn Python package when
 #    the repository has one: `pip install .`),
 # 2. CMake configure + build into build/ (-j2),
@@ -12,7 +15,9 @@
 # ctest's.
 #
 # Environment knobs: MPCONN_BUILD_DIR (default <repo>/build), MPCONN_JOBS
-# (default 2), PYTHON (the interpreter that creates the venv; default python3).
+# (default 2), PYTHON (the interpreter that creates the venv; default python3),
+# MPCONN_CMAKE_ARGS (more -D options for the configure, e.g. -DMPCONN_WERROR=ON),
+# MPCONN_SKIP_DEPS=1 (skip step 0).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +30,7 @@ step() { printf '\n==> %s\n' "$*"; }
 die() { printf '\nrun_all.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 cd "$ROOT"
+PYTHON="$PY" bash "$ROOT/.ci/deps.sh" test || exit 1
 mkdir -p "$BUILD"
 
 step "Python virtualenv: $VENV"
@@ -46,7 +52,11 @@ if [ -f "$ROOT/setup.py" ] || [ -f "$ROOT/pyproject.toml" ]; then
 fi
 
 step "CMake configure: $BUILD"
-cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_TESTS=ON -DMPCONN_BUILD_LUA=ON -DMPCONN_PYTHON="$VPY" || die "cmake configure"
+# Tests and Lua are required here (a missing part is an error, not a skip).
+# The Python extension the suites use is the one `pip install .` built above
+# (through this same CMake project), so it is not built a second time here.
+cmake -S "$ROOT" -B "$BUILD" -DMPCONN_BUILD_TESTS=ON -DMPCONN_BUILD_LUA=ON -DMPCONN_BUILD_PYTHON=OFF \
+  -DMPCONN_PYTHON="$VPY" ${MPCONN_CMAKE_ARGS:-} || die "cmake configure"
 
 step "CMake build (-j$JOBS)"
 cmake --build "$BUILD" -j"$JOBS" || die "build"

@@ -86,6 +86,7 @@ static void mpcl_options(lua_State *L, int idx, mpc_options *o)
     if (mpcl_optint(L, idx, "io_timeout", &v)) o->io_timeout = (mpc_ms)v;
     if (mpcl_optint(L, idx, "max_message_size", &v)) o->max_message_size = (uint64_t)v;
     if (mpcl_optint(L, idx, "unix_mode", &v)) o->unix_mode = (unsigned)v;
+    if (mpcl_optint(L, idx, "read_ahead", &v)) o->read_ahead = v != 0;
 }
 %}
 

@@ -20,9 +20,13 @@
  *     buffer, recv_bytes straight into the bytes object it returns,
  *     recv_bytes_into straight into the caller's buffer);
  *   - METH_FASTCALL methods, so the per-call overhead stays small;
- *   - a "busy" count, so close() from another thread while a call is blocked
- *     wakes that call (shutdown) and defers the free instead of freeing
- *     memory that is in use;
+ *   - a "busy" count: a method holds the handle from the moment its
+ *     arguments are converted (conversions run Python code) to its end, so a
+ *     close() from a finalizer, a signal handler or another thread only
+ *     marks the object, and the call that holds it finishes the close; the
+ *     count is forgotten in a forked child (its calls are the parent's);
+ *     close() never calls shutdown(2), which would reach every process
+ *     sharing the socket;
  *   - the interrupt hook, so Ctrl-C interrupts a blocked recv/accept.
  * No protocol logic lives here: statuses are turned into exceptions by ONE
  * table in python/mpconn/_errors.py (registered with _setup()).
@@ -388,11 +392,18 @@ static const char *mpcpy_address(PyObject *a)
 
 /* ------------------------------------------------------------- Connection */
 
+/* Bumped in a child after fork() (_after_fork_child, registered by the
+ * Python layer with os.register_at_fork): busy counts copied from the parent
+ * belong to threads that do not exist in the child, so an object whose
+ * generation is old has no call in progress here. */
+static unsigned long mpcpy_fork_gen;
+
 typedef struct {
     PyObject_HEAD
     mpc_conn *c;
-    int busy;          /* calls in progress with the GIL released */
-    int close_pending; /* close() was called while busy */
+    int busy;          /* calls of this process inside a method (the handle is held) */
+    int close_pending; /* close() came while busy: the last call out closes */
+    unsigned long gen; /* mpcpy_fork_gen when busy was counted */
     char readable;     /* flags as last seen (kept after close) */
     char writable;
 } mpcpy_conn;
@@ -401,17 +412,16 @@ static PyTypeObject mpcpy_conn_type;
 
 #define MPCPY_CONN_CHECK(o) PyObject_TypeCheck((o), &mpcpy_conn_type)
 
-/* Runs stmt with the GIL released while counting the object as busy. */
-#define MPCPY_UNLOCKED(self, stmt)                                            \
+/* Runs stmt with the GIL released (the caller holds the handle). */
+#define MPCPY_UNLOCKED(stmt)                                                  \
     do {                                                                      \
-        (self)->busy++;                                                       \
         Py_BEGIN_ALLOW_THREADS                                                \
         stmt;                                                                 \
         Py_END_ALLOW_THREADS                                                  \
-        (self)->busy--;                                                       \
     } while (0)
 
-static void mpcpy_conn_free(mpcpy_conn *self)
+/* Closes the descriptor (unless detach) and frees the connection. */
+static void mpcpy_conn_free(mpcpy_conn *self, int detach)
 {
     mpc_conn *c = self->c;
     if (!c)
@@ -420,37 +430,94 @@ static void mpcpy_conn_free(mpcpy_conn *self)
     self->writable = (char)mpc_conn_writable(c);
     self->c = NULL;
     self->close_pending = 0;
-    mpc_conn_close(c);
+    if (detach)
+        (void)mpc_conn_detach(c);
+    else
+        mpc_conn_close(c);
 }
 
-/* After a blocking call: finishes a close() that arrived meanwhile.
- * Returns 1 if the connection is now closed. */
-static int mpcpy_conn_settle(mpcpy_conn *self)
+/* Forgets calls counted before a fork (they are the parent's), finishing a
+ * close() that was waiting for them. */
+static void mpcpy_conn_sync(mpcpy_conn *self)
 {
-    if (self->close_pending && self->busy == 0) {
-        mpcpy_conn_free(self);
-        return 1;
+    if (self->gen != mpcpy_fork_gen) {
+        self->gen = mpcpy_fork_gen;
+        self->busy = 0;
+        if (self->close_pending)
+            mpcpy_conn_free(self, 0);
     }
-    return self->close_pending;
 }
 
-static PyObject *mpcpy_conn_raise(mpcpy_conn *self, mpc_status st)
+static int mpcpy_conn_is_open(mpcpy_conn *self)
 {
-    if (mpcpy_conn_settle(self) && st != MPC_INTR)
-        return mpcpy_raise(MPC_CLOSED, NULL, 0, NULL);
-    if (!self->c)
-        return mpcpy_raise(st, NULL, 0, NULL);
-    return mpcpy_raise(st, mpc_conn_errmsg(self->c), mpc_conn_errno(self->c), NULL);
+    mpcpy_conn_sync(self);
+    return self->c && !self->close_pending && mpc_conn_fileno(self->c) >= 0;
 }
 
-/* The live handle, or NULL with OSError("handle is closed"). */
+/* The live handle, or NULL with OSError("handle is closed").  Runs no
+ * Python code. */
 static mpc_conn *mpcpy_conn_get(mpcpy_conn *self)
 {
-    if (!self->c || self->close_pending || mpc_conn_fileno(self->c) < 0) {
+    if (!mpcpy_conn_is_open(self)) {
         mpcpy_raise(MPC_CLOSED, NULL, 0, NULL);
         return NULL;
     }
     return self->c;
+}
+
+/* Takes the handle for the rest of a method: a close() from Python code
+ * that runs meanwhile (a finalizer, a signal handler, another thread) only
+ * marks it, and mpcpy_conn_drop() finishes it.  Call it after every
+ * argument conversion, since those can run Python code. */
+static mpc_conn *mpcpy_conn_hold(mpcpy_conn *self)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    if (c)
+        self->busy++;
+    return c;
+}
+
+/* Lets go of the handle; returns r. */
+static PyObject *mpcpy_conn_drop(mpcpy_conn *self, PyObject *r)
+{
+    if (self->gen == mpcpy_fork_gen && self->busy > 0)
+        self->busy--;
+    if (self->busy == 0 && self->close_pending)
+        mpcpy_conn_free(self, 0);
+    return r;
+}
+
+/* Raises the exception for a failed call on the held handle c. */
+static PyObject *mpcpy_conn_fail(mpc_conn *c, mpc_status st)
+{
+    return mpcpy_raise(st, mpc_conn_errmsg(c), mpc_conn_errno(c), NULL);
+}
+
+/* The live, held handle if it is readable (writable), else NULL with the
+ * exception CPython raises. */
+static mpc_conn *mpcpy_conn_hold_dir(mpcpy_conn *self, int write)
+{
+    mpc_conn *c = mpcpy_conn_hold(self);
+    if (c && !(write ? mpc_conn_writable(c) : mpc_conn_readable(c))) {
+        mpcpy_raise(write ? MPC_NOTWRITABLE : MPC_NOTREADABLE, NULL, 0, NULL);
+        mpcpy_conn_drop(self, NULL);
+        return NULL;
+    }
+    return c;
+}
+
+/* The checks CPython makes before it looks at the arguments: open, then
+ * readable (writable).  0 or -1 with the exception set. */
+static int mpcpy_conn_precheck(mpcpy_conn *self, int write)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    if (!c)
+        return -1;
+    if (!(write ? mpc_conn_writable(c) : mpc_conn_readable(c))) {
+        mpcpy_raise(write ? MPC_NOTWRITABLE : MPC_NOTREADABLE, NULL, 0, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *mpcpy_conn_new_from(PyTypeObject *cls, mpc_conn *c)
@@ -467,6 +534,7 @@ static PyObject *mpcpy_conn_new_from(PyTypeObject *cls, mpc_conn *c)
         return NULL;
     }
     self->c = c;
+    self->gen = mpcpy_fork_gen;
     self->readable = (char)mpc_conn_readable(c);
     self->writable = (char)mpc_conn_writable(c);
     mpc_conn_set_interrupt(c, mpcpy_interrupt, NULL);
@@ -491,8 +559,12 @@ static int mpcpy_conn_init(mpcpy_conn *self, PyObject *args, PyObject *kwds)
         return -1;
     fd = PyLong_AsLong(idx);
     Py_DECREF(idx);
-    if (fd == -1 && PyErr_Occurred())
-        return -1;
+    if (fd == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        fd = -1;
+    }
     if (fd < 0 || fd > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "invalid handle");
         return -1;
@@ -501,6 +573,7 @@ static int mpcpy_conn_init(mpcpy_conn *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "at least one of `readable` and `writable` must be True");
         return -1;
     }
+    mpcpy_conn_sync(self);
     if (self->c) {
         PyErr_SetString(PyExc_RuntimeError, "Connection already initialised");
         return -1;
@@ -514,6 +587,7 @@ static int mpcpy_conn_init(mpcpy_conn *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->c = c;
+    self->gen = mpcpy_fork_gen;
     self->readable = (char)readable;
     self->writable = (char)writable;
     return 0;
@@ -521,9 +595,39 @@ static int mpcpy_conn_init(mpcpy_conn *self, PyObject *args, PyObject *kwds)
 
 static void mpcpy_conn_dealloc(mpcpy_conn *self)
 {
-    /* busy > 0 cannot happen here: a call in progress holds a reference. */
-    mpcpy_conn_free(self);
+    /* No call is in progress: each holds a reference. */
+    mpcpy_conn_free(self, 0);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* An offset or size as CPython compares them: any integer, huge ones
+ * clipped (they then fail the range checks with CPython's ValueError).
+ * -1 with an exception set on failure; *out set otherwise. */
+static int mpcpy_ssize(PyObject *o, Py_ssize_t *out)
+{
+    Py_ssize_t v = PyNumber_AsSsize_t(o, NULL);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A contiguous buffer of obj (flags as PyObject_GetBuffer); a
+ * non-contiguous one is a TypeError, as in CPython's Connection. */
+static int mpcpy_get_buffer(PyObject *obj, Py_buffer *view, int flags)
+{
+    if (PyObject_GetBuffer(obj, view, flags) == 0)
+        return 0;
+    if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_Format(PyExc_TypeError, "a contiguous bytes-like object is required (%S)",
+                     v ? v : Py_None);
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+    }
+    return -1;
 }
 
 /* send_bytes(buf, offset=0, size=None) */
@@ -531,24 +635,22 @@ static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, 
                                        PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "offset", "size"};
-    PyObject *a[3];
+    PyObject *a[3], *r;
     Py_buffer view;
-    Py_ssize_t off = 0, size;
+    Py_ssize_t off = 0, size = -1;
     mpc_conn *c;
     mpc_status st;
     if (mpcpy_args("send_bytes", names, 3, 1, args, nargs, kwnames, a) < 0)
         return NULL;
-    if (!(c = mpcpy_conn_get(self)))
+    if (mpcpy_conn_precheck(self, 1) < 0)
         return NULL;
-    if (!mpc_conn_writable(c))
-        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
-    if (PyObject_GetBuffer(a[0], &view, PyBUF_SIMPLE) < 0)
+    /* Everything that can run Python code first, then the handle. */
+    if (a[1] && mpcpy_ssize(a[1], &off) < 0)
         return NULL;
-    if (a[1]) {
-        off = PyNumber_AsSsize_t(a[1], PyExc_OverflowError);
-        if (off == -1 && PyErr_Occurred())
-            goto fail;
-    }
+    if (a[2] && a[2] != Py_None && mpcpy_ssize(a[2], &size) < 0)
+        return NULL;
+    if (mpcpy_get_buffer(a[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
     if (off < 0) {
         PyErr_SetString(PyExc_ValueError, "offset is negative");
         goto fail;
@@ -559,24 +661,19 @@ static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, 
     }
     if (!a[2] || a[2] == Py_None) {
         size = view.len - off;
-    } else {
-        size = PyNumber_AsSsize_t(a[2], PyExc_OverflowError);
-        if (size == -1 && PyErr_Occurred())
-            goto fail;
-        if (size < 0) {
-            PyErr_SetString(PyExc_ValueError, "size is negative");
-            goto fail;
-        }
-        if (off + size > view.len) {
-            PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
-            goto fail;
-        }
+    } else if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size is negative");
+        goto fail;
+    } else if (size > view.len - off) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
+        goto fail;
     }
-    MPCPY_UNLOCKED(self, st = mpc_send_bytes(c, (const char *)view.buf + off, (size_t)size));
+    if (!(c = mpcpy_conn_hold_dir(self, 1)))
+        goto fail;
+    MPCPY_UNLOCKED(st = mpc_send_bytes(c, (const char *)view.buf + off, (size_t)size));
+    r = st == MPC_OK ? (Py_INCREF(Py_None), Py_None) : mpcpy_conn_fail(c, st);
     PyBuffer_Release(&view);
-    if (st != MPC_OK || mpcpy_conn_settle(self))
-        return mpcpy_conn_raise(self, st);
-    Py_RETURN_NONE;
+    return mpcpy_conn_drop(self, r);
 fail:
     PyBuffer_Release(&view);
     return NULL;
@@ -592,10 +689,8 @@ static PyObject *mpcpy_conn_send_bytes_many(mpcpy_conn *self, PyObject *seq)
     mpc_conn *c;
     mpc_status st = MPC_OK;
     PyObject *ret = NULL;
-    if (!(c = mpcpy_conn_get(self)))
+    if (mpcpy_conn_precheck(self, 1) < 0)
         return NULL;
-    if (!mpc_conn_writable(c))
-        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
     fast = PySequence_Fast(seq, "send_bytes_many() expects a sequence of bytes-like objects");
     if (!fast)
         return NULL;
@@ -611,18 +706,16 @@ static PyObject *mpcpy_conn_send_bytes_many(mpcpy_conn *self, PyObject *seq)
         goto done;
     }
     for (got = 0; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &views[got], PyBUF_SIMPLE) < 0)
+        if (mpcpy_get_buffer(PySequence_Fast_GET_ITEM(fast, got), &views[got], PyBUF_SIMPLE) < 0)
             goto done;
         bufs[got].data = views[got].buf;
         bufs[got].len = (size_t)views[got].len;
     }
-    MPCPY_UNLOCKED(self, st = mpc_send_many(c, bufs, (size_t)n));
-    if (st != MPC_OK || mpcpy_conn_settle(self)) {
-        mpcpy_conn_raise(self, st);
+    if (!(c = mpcpy_conn_hold_dir(self, 1)))
         goto done;
-    }
-    Py_INCREF(Py_None);
-    ret = Py_None;
+    MPCPY_UNLOCKED(st = mpc_send_many(c, bufs, (size_t)n));
+    ret = st == MPC_OK ? (Py_INCREF(Py_None), Py_None) : mpcpy_conn_fail(c, st);
+    mpcpy_conn_drop(self, NULL);
 done:
     for (i = 0; i < got; i++)
         PyBuffer_Release(&views[i]);
@@ -633,10 +726,12 @@ done:
 }
 
 /* Reads the rest of a message whose header mpc_recv_begin() accepted
- * (len bytes) into a new bytes object.  Memory grows with what arrived,
- * following mpc_recv_alloc_step(), so a hostile header cannot make us
- * allocate its claimed size. */
-static PyObject *mpcpy_conn_read_payload(mpcpy_conn *self, mpc_conn *c, uint64_t len)
+ * (len bytes) into a new bytes object, the handle held.  Memory grows with
+ * what arrived, following mpc_recv_alloc_step(), so a hostile header cannot
+ * make us allocate its claimed size.  Stopping in the middle (an error, an
+ * interrupt, no memory) abandons the message: the connection is broken and
+ * says why. */
+static PyObject *mpcpy_conn_read_payload(mpc_conn *c, uint64_t len)
 {
     PyObject *bytes;
     size_t cap, got = 0;
@@ -649,16 +744,9 @@ static PyObject *mpcpy_conn_read_payload(mpcpy_conn *self, mpc_conn *c, uint64_t
     if (len && cap == 0)
         cap = (size_t)(len < 65536 ? len : 65536);
     bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
-    if (!bytes)
+    if (!bytes) {
+        mpc_recv_abandon(c);
         return NULL;
-    if (len == 0) {
-        /* Completes the (empty) pending message. */
-        st = mpc_recv_payload(c, NULL, 0);
-        if (st != MPC_OK) {
-            Py_DECREF(bytes);
-            return mpcpy_conn_raise(self, st);
-        }
-        return bytes;
     }
     while (got < len) {
         size_t n;
@@ -669,35 +757,37 @@ static PyObject *mpcpy_conn_read_payload(mpcpy_conn *self, mpc_conn *c, uint64_t
                 want = (size_t)len;
             if (want <= got)
                 want = got + (size_t)((len - got) < 65536 ? (len - got) : 65536);
-            if (_PyBytes_Resize(&bytes, (Py_ssize_t)want) < 0)
-                return NULL; /* the stream is out of step: mark it so */
+            if (_PyBytes_Resize(&bytes, (Py_ssize_t)want) < 0) {
+                mpc_recv_abandon(c);
+                return NULL;
+            }
             cap = want;
         }
         n = cap - got;
         dst = PyBytes_AS_STRING(bytes) + got;
-        if (mpc_conn_buffered(c) >= n)
-            st = mpc_recv_payload(c, dst, n);
-        else
-            MPCPY_UNLOCKED(self, st = mpc_recv_payload(c, dst, n));
-        if (st != MPC_OK || mpcpy_conn_settle(self)) {
+        MPCPY_UNLOCKED(st = mpc_recv_payload(c, dst, n));
+        if (st != MPC_OK) {
             Py_DECREF(bytes);
-            return mpcpy_conn_raise(self, st);
+            if (st != MPC_EOF || got > 0)
+                mpc_recv_abandon(c);
+            return mpcpy_conn_fail(c, st);
         }
         got += n;
     }
     return bytes;
 }
 
-/* One whole message as bytes (readable, open: checked by the caller). */
-static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t maxlength)
+/* One whole message as bytes (the handle held, readable). */
+static PyObject *mpcpy_conn_recv_message(mpc_conn *c, size_t maxlength)
 {
     uint64_t len = 0;
     mpc_status st;
     const void *view;
     size_t vlen;
     if (mpc_recv_peek(c, maxlength, &view, &vlen) == MPC_OK) {
-        /* Whole in the read buffer: copied once, then consumed (a failed
-         * allocation leaves the message on the stream). */
+        /* Whole in the read-ahead buffer: copied once, then consumed (a
+         * failed allocation leaves the message on the stream; allocating
+         * a bytes object runs no Python code). */
         PyObject *bytes = PyBytes_FromStringAndSize((const char *)view, (Py_ssize_t)vlen);
         if (bytes)
             mpc_recv_consume(c);
@@ -706,20 +796,42 @@ static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t m
     if (mpc_conn_buffered(c) >= MPC_FRAME_HEADER_MAX)
         st = mpc_recv_begin(c, maxlength, &len); /* cannot block */
     else
-        MPCPY_UNLOCKED(self, st = mpc_recv_begin(c, maxlength, &len));
-    if (st != MPC_OK || mpcpy_conn_settle(self))
-        return mpcpy_conn_raise(self, st);
-    return mpcpy_conn_read_payload(self, c, len);
+        MPCPY_UNLOCKED(st = mpc_recv_begin(c, maxlength, &len));
+    if (st != MPC_OK)
+        return mpcpy_conn_fail(c, st);
+    if (len == 0) {
+        /* An empty message is complete once begun. */
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    return mpcpy_conn_read_payload(c, len);
 }
 
-static mpc_conn *mpcpy_conn_get_readable(mpcpy_conn *self)
+/* maxlength as CPython uses it (size > maxlength is too long): None, any
+ * integer, or a float.  0 or -1 with an exception set. */
+static int mpcpy_maxlength(PyObject *o, size_t *out)
 {
-    mpc_conn *c = mpcpy_conn_get(self);
-    if (c && !mpc_conn_readable(c)) {
-        mpcpy_raise(MPC_NOTREADABLE, NULL, 0, NULL);
-        return NULL;
+    *out = MPC_NO_LIMIT;
+    if (!o || o == Py_None)
+        return 0;
+    if (PyFloat_Check(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        if (d < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative maxlength");
+            return -1;
+        }
+        if (d == d && d < 1.8e19)
+            *out = (size_t)floor(d);
+        return 0;
     }
-    return c;
+    Py_ssize_t m = PyNumber_AsSsize_t(o, NULL);
+    if (m == -1 && PyErr_Occurred())
+        return -1;
+    if (m < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative maxlength");
+        return -1;
+    }
+    *out = m == PY_SSIZE_T_MAX ? MPC_NO_LIMIT : (size_t)m;
+    return 0;
 }
 
 /* recv_bytes(maxlength=None) */
@@ -728,23 +840,17 @@ static PyObject *mpcpy_conn_recv_bytes(mpcpy_conn *self, PyObject *const *args, 
 {
     static const char *const names[] = {"maxlength"};
     PyObject *a[1];
-    size_t maxlength = MPC_NO_LIMIT;
+    size_t maxlength;
     mpc_conn *c;
     if (mpcpy_args("recv_bytes", names, 1, 0, args, nargs, kwnames, a) < 0)
         return NULL;
-    if (!(c = mpcpy_conn_get_readable(self)))
+    if (mpcpy_conn_precheck(self, 0) < 0)
         return NULL;
-    if (a[0] && a[0] != Py_None) {
-        Py_ssize_t m = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
-        if (m == -1 && PyErr_Occurred())
-            return NULL;
-        if (m < 0) {
-            PyErr_SetString(PyExc_ValueError, "negative maxlength");
-            return NULL;
-        }
-        maxlength = (size_t)m;
-    }
-    return mpcpy_conn_recv_message(self, c, maxlength);
+    if (mpcpy_maxlength(a[0], &maxlength) < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_hold_dir(self, 0)))
+        return NULL;
+    return mpcpy_conn_drop(self, mpcpy_conn_recv_message(c, maxlength));
 }
 
 /* recv_bytes_into(buf, offset=0) */
@@ -752,7 +858,7 @@ static PyObject *mpcpy_conn_recv_bytes_into(mpcpy_conn *self, PyObject *const *a
                                             Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "offset"};
-    PyObject *a[2];
+    PyObject *a[2], *r;
     Py_buffer view;
     Py_ssize_t off = 0;
     size_t len = 0;
@@ -760,42 +866,42 @@ static PyObject *mpcpy_conn_recv_bytes_into(mpcpy_conn *self, PyObject *const *a
     mpc_status st;
     if (mpcpy_args("recv_bytes_into", names, 2, 1, args, nargs, kwnames, a) < 0)
         return NULL;
-    if (!(c = mpcpy_conn_get_readable(self)))
+    if (mpcpy_conn_precheck(self, 0) < 0)
         return NULL;
-    if (PyObject_GetBuffer(a[0], &view, PyBUF_WRITABLE) < 0)
+    if (a[1] && mpcpy_ssize(a[1], &off) < 0)
         return NULL;
-    if (a[1]) {
-        off = PyNumber_AsSsize_t(a[1], PyExc_OverflowError);
-        if (off == -1 && PyErr_Occurred())
-            goto fail;
-    }
+    if (mpcpy_get_buffer(a[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
     if (off < 0) {
         PyErr_SetString(PyExc_ValueError, "negative offset");
-        goto fail;
+        PyBuffer_Release(&view);
+        return NULL;
     }
     if (off > view.len) {
         PyErr_SetString(PyExc_ValueError, "offset too large");
-        goto fail;
-    }
-    MPCPY_UNLOCKED(self, st = mpc_recv_bytes_into(c, (char *)view.buf + off,
-                                                   (size_t)(view.len - off), &len));
-    PyBuffer_Release(&view);
-    if (st == MPC_TOOSHORT && !mpcpy_conn_settle(self)) {
-        /* The message is still pending: take it and hand it over in the
-         * exception, as CPython does (the stream stays in step). */
-        PyObject *msg = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT);
-        if (!msg)
-            return NULL;
-        mpcpy_raise(MPC_TOOSHORT, NULL, 0, msg);
-        Py_DECREF(msg);
+        PyBuffer_Release(&view);
         return NULL;
     }
-    if (st != MPC_OK || mpcpy_conn_settle(self))
-        return mpcpy_conn_raise(self, st);
-    return PyLong_FromSize_t(len);
-fail:
+    if (!(c = mpcpy_conn_hold_dir(self, 0))) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    MPCPY_UNLOCKED(st = mpc_recv_bytes_into(c, (char *)view.buf + off,
+                                            (size_t)(view.len - off), &len));
     PyBuffer_Release(&view);
-    return NULL;
+    if (st == MPC_TOOSHORT) {
+        /* The message is still pending: take it and hand it over in the
+         * exception, as CPython does (the stream stays in step). */
+        PyObject *msg = mpcpy_conn_recv_message(c, MPC_NO_LIMIT);
+        if (msg) {
+            mpcpy_raise(MPC_TOOSHORT, NULL, 0, msg);
+            Py_DECREF(msg);
+        }
+        r = NULL;
+    } else {
+        r = st == MPC_OK ? PyLong_FromSize_t(len) : mpcpy_conn_fail(c, st);
+    }
+    return mpcpy_conn_drop(self, r);
 }
 
 /* poll(timeout=0.0) */
@@ -810,19 +916,21 @@ static PyObject *mpcpy_conn_poll(mpcpy_conn *self, PyObject *const *args, Py_ssi
     mpc_status st;
     if (mpcpy_args("poll", names, 1, 0, args, nargs, kwnames, a) < 0)
         return NULL;
-    if (!(c = mpcpy_conn_get_readable(self)))
+    if (mpcpy_conn_precheck(self, 0) < 0)
         return NULL;
     if (a[0]) {
         ms = mpcpy_timeout_ms(a[0], MPC_FOREVER);
         if (ms == -2)
             return NULL;
     }
+    if (!(c = mpcpy_conn_hold_dir(self, 0)))
+        return NULL;
     st = mpc_poll(c, 0, &ready);
     if (st == MPC_OK && !ready && ms != 0)
-        MPCPY_UNLOCKED(self, st = mpc_poll(c, ms, &ready));
-    if (st != MPC_OK || mpcpy_conn_settle(self))
-        return mpcpy_conn_raise(self, st);
-    return PyBool_FromLong(ready);
+        MPCPY_UNLOCKED(st = mpc_poll(c, ms, &ready));
+    /* A close() from another thread meanwhile does not change the answer:
+     * the descriptor was readable, or not (CPython answers the same). */
+    return mpcpy_conn_drop(self, st == MPC_OK ? PyBool_FromLong(ready) : mpcpy_conn_fail(c, st));
 }
 
 /* send(obj): ForkingPickler.dumps(obj), then one message. */
@@ -832,10 +940,8 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
     mpc_conn *c;
     Py_buffer view;
     mpc_status st;
-    if (!(c = mpcpy_conn_get(self)))
+    if (mpcpy_conn_precheck(self, 1) < 0)
         return NULL;
-    if (!mpc_conn_writable(c))
-        return mpcpy_raise(MPC_NOTWRITABLE, NULL, 0, NULL);
     if (!mpcpy_dumps) {
         PyErr_SetString(PyExc_RuntimeError, "mpconn not set up");
         return NULL;
@@ -847,15 +953,13 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
         Py_DECREF(data);
         return NULL;
     }
-    /* The pickling may have run code that closed us. */
-    if (!(c = mpcpy_conn_get(self))) {
+    /* The pickling may have run code that closed us: hold after it. */
+    if (!(c = mpcpy_conn_hold_dir(self, 1))) {
         r = NULL;
     } else {
-        MPCPY_UNLOCKED(self, st = mpc_send_bytes(c, view.buf, (size_t)view.len));
-        if (st != MPC_OK || mpcpy_conn_settle(self))
-            r = mpcpy_conn_raise(self, st);
-        else
-            r = (Py_INCREF(Py_None), Py_None);
+        MPCPY_UNLOCKED(st = mpc_send_bytes(c, view.buf, (size_t)view.len));
+        r = st == MPC_OK ? (Py_INCREF(Py_None), Py_None) : mpcpy_conn_fail(c, st);
+        mpcpy_conn_drop(self, NULL);
     }
     PyBuffer_Release(&view);
     Py_DECREF(data);
@@ -868,13 +972,13 @@ static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *unused)
     PyObject *data, *r;
     mpc_conn *c;
     (void)unused;
-    if (!(c = mpcpy_conn_get_readable(self)))
-        return NULL;
     if (!mpcpy_loads) {
         PyErr_SetString(PyExc_RuntimeError, "mpconn not set up");
         return NULL;
     }
-    data = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT);
+    if (!(c = mpcpy_conn_hold_dir(self, 0)))
+        return NULL;
+    data = mpcpy_conn_drop(self, mpcpy_conn_recv_message(c, MPC_NO_LIMIT));
     if (!data)
         return NULL;
     r = PyObject_CallFunctionObjArgs(mpcpy_loads, data, NULL);
@@ -889,30 +993,47 @@ static PyObject *mpcpy_conn_fileno(mpcpy_conn *self, PyObject *unused)
     return c ? PyLong_FromLong(mpc_conn_fileno(c)) : NULL;
 }
 
+/* close(): closes the descriptor, never shuts the socket down (another
+ * process may share it).  While a call of this process is inside a method
+ * (another thread blocked in recv, or the caller of a finalizer), the close
+ * is finished by that call when it returns: the descriptor cannot be
+ * reused under it.  As with CPython, such a close does not wake the call. */
 static PyObject *mpcpy_conn_close(mpcpy_conn *self, PyObject *unused)
 {
     (void)unused;
+    mpcpy_conn_sync(self);
     if (!self->c || self->close_pending)
         Py_RETURN_NONE;
     if (self->busy) {
-        /* Another thread is blocked in a call on this connection: wake it
-         * (sockets only) and let it free the connection when it returns. */
-        int fd = mpc_conn_fileno(self->c);
         self->close_pending = 1;
-        if (fd >= 0)
-            shutdown(fd, SHUT_RDWR);
         Py_RETURN_NONE;
     }
-    mpcpy_conn_free(self);
+    mpcpy_conn_free(self, 0);
     Py_RETURN_NONE;
 }
 
-/* Ready to read without blocking, as far as our own buffer knows (wait()
- * asks this before polling the descriptors). */
+/* _detach(): forgets the descriptor without closing it (conn._handle =
+ * None, as code written for CPython does to keep __del__ off it). */
+static PyObject *mpcpy_conn_detach(mpcpy_conn *self, PyObject *unused)
+{
+    (void)unused;
+    mpcpy_conn_sync(self);
+    if (!self->c)
+        Py_RETURN_NONE;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot detach a connection in use");
+        return NULL;
+    }
+    mpcpy_conn_free(self, 1);
+    Py_RETURN_NONE;
+}
+
+/* Bytes this process holds that the kernel no longer does (wait() and
+ * pickling ask). */
 static PyObject *mpcpy_conn_buffered(mpcpy_conn *self, PyObject *unused)
 {
     (void)unused;
-    if (!self->c || self->close_pending)
+    if (!mpcpy_conn_is_open(self))
         return PyLong_FromLong(0);
     return PyLong_FromSize_t(mpc_conn_buffered(self->c));
 }
@@ -926,17 +1047,36 @@ static PyObject *mpcpy_conn_peer(mpcpy_conn *self, PyObject *unused)
 
 static PyObject *mpcpy_conn_set_timeout(mpcpy_conn *self, PyObject *t)
 {
-    mpc_conn *c = mpcpy_conn_get(self);
-    mpc_ms ms;
-    if (!c)
-        return NULL;
-    ms = mpcpy_timeout_ms(t, 0);
+    mpc_conn *c;
+    mpc_ms ms = mpcpy_timeout_ms(t, 0);
     if (ms == -2)
         return NULL;
     if (t != Py_None && ms == 0)
         ms = 1;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
     mpc_conn_set_timeout(c, ms);
     Py_RETURN_NONE;
+}
+
+/* _set_read_ahead(flag) */
+static PyObject *mpcpy_conn_set_read_ahead(mpcpy_conn *self, PyObject *flag)
+{
+    mpc_conn *c;
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    if (!(c = mpcpy_conn_get(self)))
+        return NULL;
+    if (mpc_conn_set_read_ahead(c, on) != MPC_OK)
+        return mpcpy_raise(MPC_INVAL, mpc_conn_errmsg(c), 0, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *mpcpy_conn_get_read_ahead(mpcpy_conn *self, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(mpcpy_conn_is_open(self) && mpc_conn_read_ahead(self->c));
 }
 
 /* _handshake(leg, key, dialect, digest, timeout): leg 0 = deliver, 1 = answer. */
@@ -950,8 +1090,6 @@ static PyObject *mpcpy_conn_handshake(mpcpy_conn *self, PyObject *args)
     mpc_status st;
     if (!PyArg_ParseTuple(args, "iSiOO:_handshake", &leg, &key, &dialect, &digest, &timeout))
         return NULL;
-    if (!(c = mpcpy_conn_get(self)))
-        return NULL;
     ms = mpcpy_timeout_ms(timeout, MPC_FOREVER);
     if (ms == -2)
         return NULL;
@@ -959,25 +1097,26 @@ static PyObject *mpcpy_conn_handshake(mpcpy_conn *self, PyObject *args)
         ms = 1;
     if (mpcpy_options(&o, key, dialect, digest, ms, 0, 0) < 0)
         return NULL;
+    if (!(c = mpcpy_conn_hold(self)))
+        return NULL;
     if (leg == 0)
-        MPCPY_UNLOCKED(self, st = mpc_conn_deliver_challenge(c, o.authkey, o.authkey_len, &o));
+        MPCPY_UNLOCKED(st = mpc_conn_deliver_challenge(c, o.authkey, o.authkey_len, &o));
     else
-        MPCPY_UNLOCKED(self, st = mpc_conn_answer_challenge(c, o.authkey, o.authkey_len, &o));
-    if (st != MPC_OK || mpcpy_conn_settle(self))
-        return mpcpy_conn_raise(self, st);
-    Py_RETURN_NONE;
+        MPCPY_UNLOCKED(st = mpc_conn_answer_challenge(c, o.authkey, o.authkey_len, &o));
+    return mpcpy_conn_drop(self, st == MPC_OK ? (Py_INCREF(Py_None), Py_None)
+                                              : mpcpy_conn_fail(c, st));
 }
 
 static PyObject *mpcpy_conn_get_closed(mpcpy_conn *self, void *unused)
 {
     (void)unused;
-    return PyBool_FromLong(!self->c || self->close_pending || mpc_conn_fileno(self->c) < 0);
+    return PyBool_FromLong(!mpcpy_conn_is_open(self));
 }
 
 static PyObject *mpcpy_conn_get_readable_flag(mpcpy_conn *self, void *unused)
 {
     (void)unused;
-    if (self->c && !self->close_pending && mpc_conn_fileno(self->c) >= 0)
+    if (mpcpy_conn_is_open(self))
         self->readable = (char)mpc_conn_readable(self->c);
     return PyBool_FromLong(self->readable);
 }
@@ -985,9 +1124,33 @@ static PyObject *mpcpy_conn_get_readable_flag(mpcpy_conn *self, void *unused)
 static PyObject *mpcpy_conn_get_writable_flag(mpcpy_conn *self, void *unused)
 {
     (void)unused;
-    if (self->c && !self->close_pending && mpc_conn_fileno(self->c) >= 0)
+    if (mpcpy_conn_is_open(self))
         self->writable = (char)mpc_conn_writable(self->c);
     return PyBool_FromLong(self->writable);
+}
+
+/* _handle: the descriptor (None once closed), as CPython's attribute;
+ * assigning None forgets the descriptor without closing it. */
+static PyObject *mpcpy_conn_get_handle(mpcpy_conn *self, void *unused)
+{
+    (void)unused;
+    if (!mpcpy_conn_is_open(self))
+        Py_RETURN_NONE;
+    return PyLong_FromLong(mpc_conn_fileno(self->c));
+}
+
+static int mpcpy_conn_set_handle(mpcpy_conn *self, PyObject *value, void *unused)
+{
+    (void)unused;
+    if (value != NULL && value != Py_None) {
+        PyErr_SetString(PyExc_AttributeError, "_handle can only be set to None");
+        return -1;
+    }
+    PyObject *r = mpcpy_conn_detach(self, NULL);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 static PyMethodDef mpcpy_conn_methods[] = {
@@ -1006,9 +1169,11 @@ static PyMethodDef mpcpy_conn_methods[] = {
     {"recv", (PyCFunction)mpcpy_conn_recv, METH_NOARGS, "Receive a (picklable) object"},
     {"fileno", (PyCFunction)mpcpy_conn_fileno, METH_NOARGS, "File descriptor or handle of the connection"},
     {"close", (PyCFunction)mpcpy_conn_close, METH_NOARGS, "Close the connection"},
+    {"_detach", (PyCFunction)mpcpy_conn_detach, METH_NOARGS, NULL},
     {"_buffered", (PyCFunction)mpcpy_conn_buffered, METH_NOARGS, NULL},
     {"_peer", (PyCFunction)mpcpy_conn_peer, METH_NOARGS, NULL},
     {"_set_timeout", (PyCFunction)mpcpy_conn_set_timeout, METH_O, NULL},
+    {"_set_read_ahead", (PyCFunction)mpcpy_conn_set_read_ahead, METH_O, NULL},
     {"_handshake", (PyCFunction)mpcpy_conn_handshake, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};
 
@@ -1016,6 +1181,9 @@ static PyGetSetDef mpcpy_conn_getset[] = {
     {"closed", (getter)mpcpy_conn_get_closed, NULL, "True if the connection is closed", NULL},
     {"readable", (getter)mpcpy_conn_get_readable_flag, NULL, "True if the connection is readable", NULL},
     {"writable", (getter)mpcpy_conn_get_writable_flag, NULL, "True if the connection is writable", NULL},
+    {"read_ahead", (getter)mpcpy_conn_get_read_ahead, NULL,
+     "True if the connection reads ahead (see mpconn.Pipe(read_ahead=))", NULL},
+    {"_handle", (getter)mpcpy_conn_get_handle, (setter)mpcpy_conn_set_handle, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyTypeObject mpcpy_conn_type = {
@@ -1030,13 +1198,15 @@ static PyTypeObject mpcpy_conn_type = {
 typedef struct {
     PyObject_HEAD
     mpc_listener *l;
-    int busy;
-    int close_pending;
-    pid_t pid; /* the process that created it (only it unlinks the socket file) */
+    int busy;          /* accept() calls of this process in progress */
+    int close_pending; /* close() came while busy */
+    unsigned long gen; /* mpcpy_fork_gen when busy was counted */
 } mpcpy_listener;
 
 static PyTypeObject mpcpy_listener_type;
 
+/* Closes the socket (the core unlinks a socket file only in the process
+ * that created it, as CPython's Finalize) and frees the listener. */
 static void mpcpy_listener_free(mpcpy_listener *self)
 {
     mpc_listener *l = self->l;
@@ -1044,18 +1214,22 @@ static void mpcpy_listener_free(mpcpy_listener *self)
         return;
     self->l = NULL;
     self->close_pending = 0;
-    if (self->pid != getpid()) {
-        /* A forked child's copy: close our descriptor but leave the socket
-         * file to the parent (CPython's Finalize checks the pid too).  The
-         * small struct is left behind on purpose. */
-        close(mpc_listener_fileno(l));
-        return;
-    }
     mpc_listener_close(l);
+}
+
+static void mpcpy_listener_sync(mpcpy_listener *self)
+{
+    if (self->gen != mpcpy_fork_gen) {
+        self->gen = mpcpy_fork_gen;
+        self->busy = 0;
+        if (self->close_pending)
+            mpcpy_listener_free(self);
+    }
 }
 
 static mpc_listener *mpcpy_listener_get(mpcpy_listener *self)
 {
+    mpcpy_listener_sync(self);
     if (!self->l || self->close_pending) {
         PyErr_SetString(PyExc_OSError, "listener is closed");
         return NULL;
@@ -1081,17 +1255,18 @@ static PyObject *mpcpy_listener_accept(mpcpy_listener *self, PyObject *args)
     mpc_ms ms;
     if (!PyArg_ParseTuple(args, "O!|O:accept", &PyType_Type, &cls, &timeout))
         return NULL;
-    if (!(l = mpcpy_listener_get(self)))
-        return NULL;
     ms = mpcpy_timeout_ms(timeout, MPC_FOREVER);
     if (ms == -2)
+        return NULL;
+    if (!(l = mpcpy_listener_get(self)))
         return NULL;
     memset(&e, 0, sizeof e);
     self->busy++;
     Py_BEGIN_ALLOW_THREADS
     st = mpc_listener_accept(l, ms, &c, &e);
     Py_END_ALLOW_THREADS
-    self->busy--;
+    if (self->gen == mpcpy_fork_gen && self->busy > 0)
+        self->busy--;
     if (self->close_pending) {
         if (self->busy == 0)
             mpcpy_listener_free(self);
@@ -1106,14 +1281,18 @@ static PyObject *mpcpy_listener_accept(mpcpy_listener *self, PyObject *args)
     return mpcpy_conn_new_from(cls, c);
 }
 
+/* close(): while accept() waits in another thread of this process, wakes it
+ * (an eventfd, nothing another process sharing the socket can see) and lets
+ * it finish the close. */
 static PyObject *mpcpy_listener_close(mpcpy_listener *self, PyObject *unused)
 {
     (void)unused;
+    mpcpy_listener_sync(self);
     if (!self->l || self->close_pending)
         Py_RETURN_NONE;
     if (self->busy) {
         self->close_pending = 1;
-        shutdown(mpc_listener_fileno(self->l), SHUT_RDWR);
+        mpc_listener_wake(self->l);
         Py_RETURN_NONE;
     }
     mpcpy_listener_free(self);
@@ -1144,6 +1323,7 @@ static PyObject *mpcpy_listener_family(mpcpy_listener *self, PyObject *unused)
 static PyObject *mpcpy_listener_get_closed(mpcpy_listener *self, void *unused)
 {
     (void)unused;
+    mpcpy_listener_sync(self);
     return PyBool_FromLong(!self->l || self->close_pending);
 }
 
@@ -1207,7 +1387,7 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
     self->l = l;
     self->busy = 0;
     self->close_pending = 0;
-    self->pid = getpid();
+    self->gen = mpcpy_fork_gen;
     return (PyObject *)self;
 }
 
@@ -1297,7 +1477,18 @@ static PyObject *mpcpy_setup(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _after_fork_child(): registered with os.register_at_fork by the Python
+ * layer (see mpcpy_fork_gen). */
+static PyObject *mpcpy_after_fork_child(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    mpcpy_fork_gen++;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mpcpy_functions[] = {
+    {"_after_fork_child", mpcpy_after_fork_child, METH_NOARGS, NULL},
     {"listen", mpcpy_listen, METH_VARARGS, NULL},
     {"connect", mpcpy_connect, METH_VARARGS, NULL},
     {"pipe", mpcpy_pipe, METH_VARARGS, NULL},
@@ -1351,4 +1542,5 @@ listen = _core.listen
 connect = _core.connect
 pipe = _core.pipe
 _setup = _core._setup
+_after_fork_child = _core._after_fork_child
 %}

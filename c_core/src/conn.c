@@ -4,12 +4,16 @@
  * descriptor.  It drives the sans-I/O framing (mpc_frame_*) and handshake
  * (mpc_hs_*) over io_posix.c and never makes a system call itself.
  *
- * Reading: small messages come through a 64 KiB read buffer, so one read
- * brings many of them; a large payload is copied out of the buffer and the
- * rest is read straight into its destination, with the read buffer as a
- * second iovec so the next header usually arrives in the same call.  After
- * a large message, reads into the buffer take only a header, so the next
- * (probably large) payload is not copied through the buffer.
+ * Reading has two modes (mpc_options.read_ahead):
+ *   - exact (the default): the header, then exactly the payload, straight
+ *     into its destination; not a byte past the message is read, so all
+ *     unread data stays in the kernel, as with CPython.
+ *   - read-ahead: small messages come through a 64 KiB read buffer, so one
+ *     read brings many of them; a large payload is copied out of the buffer
+ *     and the rest is read straight into its destination, with the read
+ *     buffer as a second iovec so the next header usually arrives in the same
+ *     call.  After a large message, reads into the buffer take only a header,
+ *     so the next (probably large) payload is not copied through the buffer.
  * Limits are checked against the declared length before anything is
  * allocated, and mpc_recv_alloc_step() bounds what a hostile header can
  * make us reserve.
@@ -20,6 +24,7 @@
  */
 #include "transport.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,12 +142,17 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
     c->readable = readable != 0;
     c->writable = writable != 0;
     c->is_socket = is_socket != 0;
+    /* Whether SIGPIPE would kill the process is looked at once, here: the
+     * guard costs three system calls per pipe write.  A host that restores
+     * the default disposition later should make new connections. */
+    c->pipe_guard = !c->is_socket && c->writable && mpc__io_sigpipe_kills();
     snprintf(c->peer, sizeof c->peer, "%s", peer ? peer : "");
     if (opts) {
         c->io_timeout = opts->io_timeout;
         c->max_message_size = opts->max_message_size;
         c->intr.fn = opts->interrupt;
         c->intr.arg = opts->interrupt_arg;
+        c->read_ahead = opts->read_ahead != 0;
     }
     *out = c;
     return MPC_OK;
@@ -160,7 +170,14 @@ static int ensure_rbuf(mpc_conn *c)
 {
     if (c->rbuf)
         return 0;
-    unsigned char *block = malloc(MPC__RBUF_CAP + 4096 + MPC__RBUF_PAGE_OFFSET);
+    if (!c->read_ahead) {
+        c->rbuf = c->hbuf;
+        c->rpos = c->rend = 0;
+        return 0;
+    }
+    unsigned char *block = c->rbuf_block;
+    if (!block)
+        block = malloc(MPC__RBUF_CAP + 4096 + MPC__RBUF_PAGE_OFFSET);
     if (!block)
         return -1;
     uintptr_t p = ((uintptr_t)block + 4095) & ~(uintptr_t)4095;
@@ -184,8 +201,11 @@ mpc_status mpc_conn_from_fd(int fd, int readable, int writable, const mpc_option
         return mpc__error(err, MPC_INVAL, 0,
                           "at least one of `readable` and `writable` must be True");
     int sock = mpc__io_is_socket(fd, &eno);
-    if (sock < 0)
+    if (sock < 0 && eno != EBADF)
         return mpc__error(err, MPC_OS, eno, "descriptor %d: %s", fd, strerror(eno));
+    /* A number that is not an open descriptor is taken, as CPython's
+     * Connection takes it: every call on it then fails with EBADF. */
+    sock = sock > 0;
     peer[0] = '\0';
     if (sock)
         mpc__io_peer_name(fd, peer, sizeof peer);
@@ -301,6 +321,34 @@ void mpc_conn_set_timeout(mpc_conn *c, mpc_ms timeout)
         c->io_timeout = timeout > 0 ? timeout : 0;
 }
 
+mpc_status mpc_conn_set_read_ahead(mpc_conn *c, int on)
+{
+    if (!c)
+        return MPC_INVAL;
+    on = on != 0;
+    if (on == c->read_ahead)
+        return MPC_OK;
+    if (!on && c->rpos != c->rend)
+        return set_err(c, MPC_INVAL, 0,
+                       "cannot stop reading ahead: %zu bytes are buffered", c->rend - c->rpos);
+    /* The unread part of a header moves with the decoder, not the buffer;
+     * the next read picks the buffer of the new mode. */
+    c->read_ahead = (unsigned char)on;
+    c->rbuf = NULL;
+    c->rpos = c->rend = 0;
+    return MPC_OK;
+}
+
+int mpc_conn_read_ahead(const mpc_conn *c) { return c && c->read_ahead; }
+
+mpc_status mpc_conn_shutdown(mpc_conn *c)
+{
+    int eno = 0;
+    if (!c || c->fd < 0 || !c->is_socket)
+        return MPC_INVAL;
+    return mpc__io_shutdown(c->fd, &eno) == MPC_OK ? MPC_OK : MPC_OS;
+}
+
 void mpc_conn_set_interrupt(mpc_conn *c, int (*fn)(void *), void *arg)
 {
     if (c) {
@@ -331,6 +379,22 @@ static int expect_large(const mpc_conn *c)
  * usual 4-byte header (the 12-byte form of a message over 2 GiB then takes a
  * few more reads, nothing next to its payload). */
 #define MPC__HDR_READ 4
+
+/* Bytes the header being decoded still needs: 4, or 8 more after the -1
+ * of the long form.  Exact reads take no more than that. */
+static size_t header_need(const mpc_conn *c)
+{
+    return c->hdr_have < 4 ? 4 - c->hdr_have : MPC_FRAME_HEADER_MAX - c->hdr_have;
+}
+
+/* Asks the interrupt hook whether to stop, between the pieces of a transfer
+ * that a signal may have cut short: MPC_INTR (recorded) or MPC_OK. */
+static mpc_status check_intr(mpc_conn *c, const char *op)
+{
+    if (c->intr.fn && c->intr.fn(c->intr.arg))
+        return io_err(c, MPC_INTR, 0, op);
+    return MPC_OK;
+}
 
 /* Refills the (drained) read buffer with one read of at most cap bytes.
  * MPC_EOF at end of file; other failures are recorded with the "recv"
@@ -399,7 +463,10 @@ static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
             if (st != MPC_AGAIN)
                 return set_err(c, st, 0, "frame decoder: %s", mpc_strerror(st));
         }
-        mpc_status st = fill(c, expect_large(c) ? MPC__HDR_READ : MPC__RBUF_CAP, dl);
+        size_t cap = !c->read_ahead ? header_need(c)
+                     : expect_large(c) ? MPC__HDR_READ
+                                       : MPC__RBUF_CAP;
+        mpc_status st = fill(c, cap, dl);
         if (st == MPC_EOF) {
             if (c->hdr_have > 0)
                 return truncated(c);
@@ -483,14 +550,18 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
     }
     while (done < n) {
         size_t want = n - done;
-        if (want >= MPC__RBUF_CAP / 2) {
+        if (done > 0 && (st = check_intr(c, "recv")) != MPC_OK)
+            break;
+        if (want >= MPC__RBUF_CAP / 2 || !c->read_ahead) {
             /* Large rest: read straight into the destination.  When it
              * ends the message, the read buffer, empty now, catches the
              * next header if it has arrived, so a stream of large messages
              * takes one read each; it takes no more than the header, as
              * the next message is probably large too (see expect_large).
              * A piece that stops inside the message reads nothing more, so
-             * the next piece also goes straight to its destination. */
+             * the next piece also goes straight to its destination.
+             * Exact reads take this path for every payload, and never
+             * the second iovec. */
             size_t got = 0;
             int eno = 0;
             if (ensure_rbuf(c) < 0) {
@@ -498,7 +569,7 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
                 break;
             }
             struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__HDR_READ}};
-            int ends_message = (uint64_t)n == c->pend_left;
+            int ends_message = c->read_ahead && (uint64_t)n == c->pend_left;
             c->rpos = c->rend = 0;
             st = mpc__io_read(c->fd, iov, ends_message ? 2 : 1, dl, &c->intr, &got, &eno);
             if (st != MPC_OK) {
@@ -529,6 +600,10 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
     c->pend_left -= done;
     if (c->pend_left == 0)
         c->pending = 0;
+    if (st == MPC_EOF && c->pend_left == c->pend_len)
+        /* Nothing of the payload arrived: as CPython, end of file (the
+         * message stays pending, so the next call says the same). */
+        return set_err(c, MPC_EOF, 0, "end of file after a message header");
     if (st == MPC_EOF)
         return truncated(c);
     if (st != MPC_OK && done > 0)
@@ -544,6 +619,12 @@ mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len)
     if (!len)
         return set_err(c, MPC_INVAL, 0, "len is NULL");
     return begin(c, maxlength, io_deadline(c), len);
+}
+
+void mpc_recv_abandon(mpc_conn *c)
+{
+    if (c)
+        lost_message(c);
 }
 
 mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n)
@@ -754,7 +835,8 @@ static mpc_status send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total
 {
     size_t put = 0;
     int eno = 0;
-    mpc_status st = mpc__io_write(c->fd, c->is_socket, iov, cnt, dl, &c->intr, &put, &eno);
+    int kind = c->is_socket ? MPC__IO_SOCKET : c->pipe_guard ? MPC__IO_PIPE_GUARDED : MPC__IO_PIPE;
+    mpc_status st = mpc__io_write(c->fd, kind, iov, cnt, dl, &c->intr, &put, &eno);
     if (st == MPC_OK)
         return MPC_OK;
     io_err(c, st, eno, "send");
@@ -913,6 +995,20 @@ static mpc_status hs_put(hs_io *io, const void *buf, size_t len)
     return MPC_OK;
 }
 
+/* Whether the next frame (a handshake frame, short) has wholly arrived:
+ * in the read buffer when reading ahead; else in the socket, looked at
+ * without consuming it (exact reads take nothing early). */
+static int hs_frame_arrived(mpc_conn *c)
+{
+    if (whole_buffered(c) >= 0)
+        return 1;
+    if (c->read_ahead || !c->is_socket || c->pending || c->hdr_have || c->rpos != c->rend)
+        return 0;
+    unsigned char b[4 + MPC_HS_FRAME_MAX];
+    size_t n = mpc__io_peek(c->fd, b, sizeof b);
+    return n >= 4 && b[0] < 0x80 && short_header_len(b) <= n - 4;
+}
+
 /* Receives one handshake frame (at most MPC_HS_FRAME_MAX bytes), writing
  * the queued frames first unless the frame is already buffered. */
 static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
@@ -920,7 +1016,7 @@ static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
     mpc_conn *c = io->c;
     uint64_t l = 0;
     mpc_status st = MPC_OK;
-    if (whole_buffered(c) < 0) /* not already here: we are about to wait */
+    if (io->len > 0 && !hs_frame_arrived(c)) /* not already here: we are about to wait */
         st = hs_flush(io);
     if (st != MPC_OK)
         return st;

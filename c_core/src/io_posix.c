@@ -16,9 +16,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -96,6 +98,71 @@ static mpc_status wait_fd(int fd, short events, mpc__deadline dl, const mpc__int
     }
 }
 
+/* wait_fd() that also returns (*woken = 1) once wake_fd (if >= 0) is
+ * readable. */
+static mpc_status wait_fd_or_wake(int fd, short events, int wake_fd, mpc__deadline dl,
+                                  const mpc__intr *intr, int *ready, int *woken, int *eno)
+{
+    *woken = 0;
+    if (wake_fd < 0)
+        return wait_fd(fd, events, dl, intr, ready, eno);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = fd, .events = events, .revents = 0},
+                              {.fd = wake_fd, .events = POLLIN, .revents = 0}};
+        int r = poll(p, 2, poll_ms(dl));
+        if (r >= 0) {
+            if (p[1].revents) {
+                *woken = 1;
+                return MPC_OK;
+            }
+            if (r > 0 && (p[0].revents & POLLNVAL)) {
+                *eno = EBADF;
+                return MPC_OS;
+            }
+            *ready = r > 0;
+            return MPC_OK;
+        }
+        if (errno != EINTR) {
+            *eno = errno;
+            return MPC_OS;
+        }
+        if (on_eintr(intr) != MPC_OK)
+            return MPC_INTR;
+    }
+}
+
+int mpc__io_wake_fd(int *eno)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        *eno = errno;
+    return fd;
+}
+
+void mpc__io_wake(int wake_fd)
+{
+    uint64_t one = 1;
+    if (wake_fd >= 0)
+        (void)!write(wake_fd, &one, sizeof one);
+}
+
+size_t mpc__io_peek(int fd, void *buf, size_t cap)
+{
+    ssize_t n;
+    do
+        n = recv(fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? (size_t)n : 0;
+}
+
+mpc_status mpc__io_shutdown(int fd, int *eno)
+{
+    if (shutdown(fd, SHUT_RDWR) == 0 || errno == ENOTCONN)
+        return MPC_OK;
+    *eno = errno;
+    return MPC_OS;
+}
+
 /* ------------------------------------------------------------------------
  * Reading and writing
  * ------------------------------------------------------------------------ */
@@ -150,6 +217,45 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
+/* 1 when a write to a broken pipe would kill the process (SIGPIPE is
+ * neither ignored nor blocked in this thread). */
+int mpc__io_sigpipe_kills(void)
+{
+    struct sigaction sa;
+    sigset_t cur;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+        return 0;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && sigismember(&cur, SIGPIPE))
+        return 0;
+    return 1;
+}
+
+/* writev() on a pipe without SIGPIPE: the signal is blocked around the call
+ * and, when the write raised it (EPIPE), taken off the thread's pending set
+ * (unless it was already pending before), so the caller gets EPIPE and the
+ * process lives.  Sockets need none of this (MSG_NOSIGNAL). */
+static ssize_t pipe_writev(int fd, const struct iovec *iov, int cnt)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t n = writev(fd, iov, cnt);
+    if (n < 0 && errno == EPIPE && !was_pending) {
+        int eno = errno;
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+        errno = eno;
+    }
+    int eno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = eno;
+    return n;
+}
+
 mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, mpc__deadline dl,
                          const mpc__intr *intr, size_t *put, int *eno)
 {
@@ -168,7 +274,7 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
          * and waits for POLLOUT only on EAGAIN (below): sockets are almost
          * always writable, and the poll would be a system call per write.
          * A pipe has no per-call non-blocking flag, so it polls first. */
-        if (dl != MPC__NO_DEADLINE && !is_socket) {
+        if (dl != MPC__NO_DEADLINE && is_socket != MPC__IO_SOCKET) {
             int ready = 0;
             mpc_status st = wait_fd(fd, POLLOUT, dl, intr, &ready, eno);
             if (st != MPC_OK)
@@ -176,7 +282,7 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
             if (!ready)
                 return MPC_TIMEOUT;
         }
-        if (is_socket) {
+        if (is_socket == MPC__IO_SOCKET) {
             struct msghdr m;
             memset(&m, 0, sizeof m);
             m.msg_iov = iov;
@@ -196,7 +302,8 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
                     limited = 1;
                 }
             }
-            n = writev(fd, iov, cnt);
+            n = is_socket == MPC__IO_PIPE_GUARDED ? pipe_writev(fd, iov, cnt)
+                                                  : writev(fd, iov, cnt);
             if (limited)
                 *iov = saved;
         }
@@ -207,6 +314,10 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
                 iov++;
                 iovcnt--;
             }
+            /* A blocking write stops short only when a signal arrived after
+             * some bytes went out (no EINTR then): the hook decides. */
+            if (iovcnt > 0 && dl == MPC__NO_DEADLINE && on_eintr(intr) != MPC_OK)
+                return MPC_INTR;
             continue;
         }
         if (errno == EINTR) {
@@ -470,8 +581,8 @@ fail:
     return mpc__error(err, MPC_OS, eno, "%s %s: %s", what, text, strerror(eno));
 }
 
-mpc_status mpc__io_accept(int lfd, mpc__deadline dl, const mpc__intr *intr, int *fd_out,
-                          char *peer, mpc_error *err)
+mpc_status mpc__io_accept(int lfd, int wake_fd, mpc__deadline dl, const mpc__intr *intr,
+                          int *fd_out, char *peer, mpc_error *err)
 {
     *fd_out = -1;
     peer[0] = '\0';
@@ -489,8 +600,10 @@ mpc_status mpc__io_accept(int lfd, mpc__deadline dl, const mpc__intr *intr, int 
         }
         int eno = errno;
         if (eno == EAGAIN || eno == EWOULDBLOCK || eno == ECONNABORTED) {
-            int ready = 0;
-            mpc_status st = wait_fd(lfd, POLLIN, dl, intr, &ready, &eno);
+            int ready = 0, woken = 0;
+            mpc_status st = wait_fd_or_wake(lfd, POLLIN, wake_fd, dl, intr, &ready, &woken, &eno);
+            if (st == MPC_OK && woken)
+                return mpc__error(err, MPC_CLOSED, 0, "listener is closed");
             if (st == MPC_INTR)
                 return mpc__error(err, MPC_INTR, EINTR, "accept: interrupted");
             if (st != MPC_OK)

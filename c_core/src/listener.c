@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static mpc_status lerr(mpc_listener *l, mpc_error *err, mpc_status st, int eno, const char *msg)
 {
@@ -40,6 +41,7 @@ mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener
     if (!l)
         return mpc__error(err, MPC_NOMEM, 0, "out of memory");
     l->fd = -1;
+    l->wake_fd = -1;
     l->opts = *opts;
     if (opts->authkey) {
         l->key = malloc(opts->authkey_len ? opts->authkey_len : 1);
@@ -67,7 +69,14 @@ mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener
     }
     if (a.kind == MPC__ADDR_UNIX) {
         l->unlink_on_close = 1;
+        l->owner = getpid();
         memcpy(l->path, a.path, a.path_len + 1);
+    }
+    int eno = 0;
+    l->wake_fd = mpc__io_wake_fd(&eno);
+    if (l->wake_fd < 0) {
+        mpc_listener_close(l);
+        return mpc__error(err, MPC_OS, eno, "eventfd: %s", strerror(eno));
     }
     *out = l;
     return MPC_OK;
@@ -84,7 +93,8 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
     l->msg[0] = '\0';
     if (l->fd < 0)
         return lerr(l, err, MPC_CLOSED, 0, "listener is closed");
-    mpc_status st = mpc__io_accept(l->fd, mpc__deadline_in(timeout), &l->intr, &fd, peer, &e);
+    mpc_status st =
+        mpc__io_accept(l->fd, l->wake_fd, mpc__deadline_in(timeout), &l->intr, &fd, peer, &e);
     if (st != MPC_OK)
         return lerr(l, err, st, e.sys_errno, e.message);
     mpc_conn *c;
@@ -121,12 +131,22 @@ void mpc_listener_set_interrupt(mpc_listener *l, int (*fn)(void *), void *arg)
     l->opts.interrupt_arg = arg;
 }
 
+void mpc_listener_wake(mpc_listener *l)
+{
+    if (l)
+        mpc__io_wake(l->wake_fd);
+}
+
 void mpc_listener_close(mpc_listener *l)
 {
     if (!l)
         return;
+    if (l->wake_fd >= 0)
+        mpc__io_close(l->wake_fd);
     mpc__io_close(l->fd);
-    if (l->unlink_on_close)
+    /* Only the creator removes the file: a forked child closing its copy
+     * leaves the parent's socket reachable (as CPython's Finalize). */
+    if (l->unlink_on_close && l->owner == getpid())
         mpc__io_unlink(l->path);
     free(l->key);
     free(l);

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 /* ------------------------------------------------------------------------
@@ -69,8 +70,18 @@ typedef struct mpc__intr {
 mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
                         const mpc__intr *intr, size_t *got, int *eno);
 
+/* What mpc__io_write() writes to: a socket (sendmsg with MSG_NOSIGNAL), a
+ * pipe, or a pipe whose writes block SIGPIPE around the call (when the
+ * signal would kill the process: see mpc__io_sigpipe_kills()). */
+#define MPC__IO_PIPE 0
+#define MPC__IO_SOCKET 1
+#define MPC__IO_PIPE_GUARDED 2
+
+/* 1 when SIGPIPE is neither ignored nor blocked in the calling thread. */
+int mpc__io_sigpipe_kills(void);
+
 /* Writes all of iov (iov is modified as it is consumed); sockets use
- * sendmsg with MSG_NOSIGNAL.  *put = bytes written, also on failure.
+ * sendmsg with MSG_NOSIGNAL; is_socket is one of MPC__IO_*.  *put = bytes written, also on failure.
  * MPC_OK, MPC_TIMEOUT, MPC_INTR, MPC_OS. */
 mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, mpc__deadline dl,
                          const mpc__intr *intr, size_t *put, int *eno);
@@ -95,10 +106,23 @@ mpc_status mpc__io_listen(const mpc__addr *a, const char *text, int backlog, uns
                           int *fd, char *bound, const char **family, mpc_error *err);
 
 /* Accepts one client within dl.  *fd is blocking, close-on-exec, TCP_NODELAY
- * for TCP; peer (MPC__ADDR_TEXT_MAX bytes) is "host:port" or "".
- * MPC_TIMEOUT, MPC_INTR, MPC_OS. */
-mpc_status mpc__io_accept(int lfd, mpc__deadline dl, const mpc__intr *intr, int *fd, char *peer,
-                          mpc_error *err);
+ * for TCP; peer (MPC__ADDR_TEXT_MAX bytes) is "host:port" or "".  wake_fd
+ * (may be -1) is watched too: once it is readable the call returns
+ * MPC_CLOSED.  MPC_TIMEOUT, MPC_INTR, MPC_OS, MPC_CLOSED. */
+mpc_status mpc__io_accept(int lfd, int wake_fd, mpc__deadline dl, const mpc__intr *intr, int *fd,
+                          char *peer, mpc_error *err);
+
+/* An eventfd for waking a waiting call (close-on-exec, non-blocking), or -1
+ * with *eno; mpc__io_wake() makes it readable for good. */
+int mpc__io_wake_fd(int *eno);
+void mpc__io_wake(int wake_fd);
+
+/* Copies up to cap bytes that are waiting on socket fd without consuming
+ * them and without waiting; the count, 0 if none or on any error. */
+size_t mpc__io_peek(int fd, void *buf, size_t cap);
+
+/* shutdown(fd, SHUT_RDWR): MPC_OK or MPC_OS with *eno. */
+mpc_status mpc__io_shutdown(int fd, int *eno);
 
 /* Connects to a within dl.  *fd is blocking, close-on-exec, TCP_NODELAY for
  * TCP; peer as for accept.  Messages start "connect to <text>: ".
@@ -126,6 +150,7 @@ struct mpc_conn {
     unsigned char readable;
     unsigned char writable;
     unsigned char is_socket;
+    unsigned char pipe_guard;    /* pipe writes block SIGPIPE (MPC__IO_PIPE_GUARDED) */
     mpc_status broken;           /* sticky failure, MPC_OK while healthy */
     char broken_msg[MPC_ERRMSG_MAX];
 
@@ -133,10 +158,14 @@ struct mpc_conn {
     uint64_t max_message_size;   /* 0: no limit */
     mpc__intr intr;
 
-    /* Read buffer: rbuf[rpos, rend) holds bytes read and not yet used. */
-    unsigned char *rbuf_block;   /* what malloc returned */
+    /* Read buffer: rbuf[rpos, rend) holds bytes read and not yet used.
+     * Exact reads (the default) use hbuf, which only ever holds the header
+     * being read; read-ahead uses the 64 KiB block. */
+    unsigned char read_ahead;    /* mpc_options.read_ahead */
+    unsigned char *rbuf_block;   /* what malloc returned (read-ahead) */
     unsigned char *rbuf;         /* where the buffer starts (page offset 2112) */
     size_t rpos, rend;
+    unsigned char hbuf[MPC_FRAME_HEADER_MAX];
 
     /* Incoming message state. */
     mpc_frame_decoder dec;
@@ -153,9 +182,11 @@ struct mpc_conn {
 
 struct mpc_listener {
     int fd;
+    int wake_fd;                 /* eventfd that mpc_listener_wake() signals */
     char address[MPC__ADDR_TEXT_MAX];
     const char *family;
     int unlink_on_close;
+    pid_t owner;                 /* the process that created the socket file */
     char path[MPC__UNIX_PATH_MAX + 1];
 
     mpc_options opts;            /* authkey and digest point into the fields below */

@@ -5,10 +5,21 @@ CPython's module (see PROTOCOL.md section 3 in the project), so existing code
 only changes its import.  Extras are keyword-only and change nothing for
 existing code:
 
-* ``Listener(..., *, dialect='modern', digest='sha256', handshake_timeout=None)``
+* ``Listener(..., *, dialect='modern', digest='sha256', handshake_timeout=None,
+  read_ahead=False)``
 * ``Listener.accept(*, timeout=None)``
-* ``Client(..., *, timeout=None, dialect='modern', digest='sha256')``
+* ``Client(..., *, timeout=None, dialect='modern', digest='sha256', read_ahead=False)``
+* ``Pipe(duplex=True, *, read_ahead=False)``
 * ``Connection.send_bytes_many(buffers)``: many messages in one system call.
+
+Reading: by default a connection reads a message's header and then exactly
+its payload, as CPython does, so every unread byte stays in the kernel and a
+connection can be shared with other processes, forked, handed over and
+watched with select() on its fileno().  ``read_ahead=True`` reads through a
+64 KiB buffer instead (fewer system calls for streams of small messages); its
+contract: this process is the only reader of the connection, and readiness
+is asked of ``poll()`` or ``mpconn.wait()``, which see the buffer, not of a
+raw select() on the descriptor.
 
 ``dialect`` is the handshake we offer when we challenge: ``'modern'``
 (``{sha256}``, CPython >= 3.12; still accepts legacy replies), ``'legacy'``
@@ -54,6 +65,10 @@ _DIALECTS = {
 }
 
 _core._setup(make_error, reduction.ForkingPickler.dumps, reduction.ForkingPickler.loads)
+# In a forked child, calls that were in progress in the parent's other
+# threads are not in progress here: closing a copied connection then closes it.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_core._after_fork_child)
 
 
 def _dialect_code(dialect):
@@ -308,7 +323,7 @@ class Listener(object):
     """
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
-                 dialect="modern", digest="sha256", handshake_timeout=None):
+                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False):
         family = family or (address and address_type(address)) or default_family
         address = address or arbitrary_address(family)
         _validate_family(family)
@@ -340,6 +355,7 @@ class Listener(object):
             self._address = _inet_from_c(handle.address(), self._family)
         self._last_accepted = None
         self._authkey = authkey
+        self._read_ahead = bool(read_ahead)
         if bad_key:
             # CPython binds first and then refuses the key.
             self.close()
@@ -355,6 +371,8 @@ class Listener(object):
         if handle is None:
             raise OSError("listener is closed")
         conn = handle.accept(Connection, timeout)
+        if self._read_ahead:
+            conn._set_read_ahead(True)
         peer = conn._peer()
         if peer:
             self._last_accepted = _inet_from_c(peer, self._family)
@@ -370,9 +388,10 @@ class Listener(object):
         if handle is not None:
             self._handle = None
             if self._finalizer is not None:
-                self._finalizer()
-            else:
-                handle.close()
+                # Closing is ours in every process; the socket file is
+                # removed by the process that made it only (the core checks).
+                self._finalizer.cancel()
+            handle.close()
 
     def fileno(self):
         if self._handle is None:
@@ -404,11 +423,11 @@ class Listener(object):
 
 
 def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern",
-           digest="sha256"):
+           digest="sha256", read_ahead=False):
     """Returns a connection to the address of a `Listener`.
 
     Extras (keyword-only): timeout (seconds, covers connect and handshake;
-    TimeoutError), dialect, digest.
+    TimeoutError), dialect, digest, read_ahead (see the module docstring).
     """
     family = family or address_type(address)
     _validate_family(family)
@@ -432,15 +451,22 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
     if bad_key:
         conn.close()
         raise TypeError("authkey should be a byte string")
+    if read_ahead:
+        conn._set_read_ahead(True)
     return conn
 
 
-def Pipe(duplex=True):
+def Pipe(duplex=True, *, read_ahead=False):
     """Returns pair of connection objects at either end of a pipe.
 
-    duplex=False gives (reader, writer) over os.pipe().
+    duplex=False gives (reader, writer) over os.pipe().  read_ahead: see the
+    module docstring.
     """
-    return _core.pipe(Connection, bool(duplex))
+    a, b = _core.pipe(Connection, bool(duplex))
+    if read_ahead:
+        a._set_read_ahead(True)
+        b._set_read_ahead(True)
+    return a, b
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +485,7 @@ def wait(object_list, timeout=None):
     Accepts mpconn Connections, stock multiprocessing Connections, sockets,
     raw file descriptors and Process sentinels.  Returns list of those
     objects in object_list which are ready/readable.  An mpconn Connection
-    with data already in its read buffer counts as ready.
+    with a message already in its read-ahead buffer counts as ready.
     """
     object_list = list(object_list)
     buffered = [o for o in object_list

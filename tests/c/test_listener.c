@@ -375,9 +375,15 @@ static void a_300_byte_handshake_frame_is_too_long_for_either_side(void **state)
     assert_int_equal(mpc_send_bytes(c, big, sizeof big), MPC_OK);
     client_join(&cl);
     assert_int_equal(cl.st, MPC_TOOLONG);
-    /* The client closed its end: the raw server sees end of file. */
+    /* The client closed its end: the raw server sees end of file, or a
+     * reset, as the client (like CPython) left the payload it refused
+     * unread in its socket, and TCP resets a connection closed so. */
     mpc_conn_set_timeout(c, 10000);
-    assert_int_equal(mpc_recv_bytes(c, MPC_NO_LIMIT, &out, &len), MPC_EOF);
+    mpc_status st = mpc_recv_bytes(c, MPC_NO_LIMIT, &out, &len);
+    if (st != MPC_EOF) {
+        assert_int_equal(st, MPC_OS);
+        assert_int_equal(mpc_conn_errno(c), ECONNRESET);
+    }
     mpc_conn_close(c);
     mpc_listener_close(rl);
     mpc_listener_close(l);

@@ -6,7 +6,9 @@
  * mixed sizes written in odd pieces arrive byte-exact and in order through
  * every receive call, and a deadline or end of file in the header or the
  * payload that follows a large message still behaves: in step, or broken.
- * Port 0 only; every blocking call has a deadline or a writer.
+ * Every test but the read-ahead-specific one runs twice: with exact reads
+ * (the default) and with read-ahead.  Exact reads leave every byte past the
+ * message they return in the kernel (checked with FIONREAD).  Port 0 only; every blocking call has a deadline or a writer.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -89,7 +92,18 @@ static void expect_message(mpc_conn *c, const void *want, size_t n)
 
 /* A connected pair: socketpair (tcp = 0) or TCP loopback (tcp = 1).  The
  * writer side is b; tests write raw frames into its descriptor. */
+/* The read mode of the reading side a (set per group run in main()). */
+static int g_read_ahead;
+
+static void make_pair_mode(int tcp, const mpc_options *o, mpc_conn **a, mpc_conn **b);
+
 static void make_pair(int tcp, const mpc_options *o, mpc_conn **a, mpc_conn **b)
+{
+    make_pair_mode(tcp, o, a, b);
+    assert_int_equal(mpc_conn_set_read_ahead(*a, g_read_ahead), MPC_OK);
+}
+
+static void make_pair_mode(int tcp, const mpc_options *o, mpc_conn **a, mpc_conn **b)
 {
     mpc_error e;
     if (!tcp) {
@@ -119,7 +133,8 @@ static void after_a_large_message_the_next_header_is_read_alone(void **state)
 {
     (void)state;
     mpc_conn *a, *b;
-    make_pair(0, NULL, &a, &b);
+    make_pair_mode(0, NULL, &a, &b);
+    assert_int_equal(mpc_conn_set_read_ahead(a, 1), MPC_OK);
     int fd = mpc_conn_fileno(b);
     unsigned char *m1 = pattern(LARGE, 1), *m2 = pattern(LARGE, 2), *m3 = pattern(LARGE, 3);
     unsigned char *dst = malloc(LARGE);
@@ -413,14 +428,148 @@ static void deadlines_and_eof_after_a_large_message_over_tcp(void **state)
     after_a_large_message(1);
 }
 
+/* Bytes waiting in the kernel for fd. */
+static int kernel_has(int fd)
+{
+    int n = -1;
+    assert_int_equal(ioctl(fd, FIONREAD, &n), 0);
+    return n;
+}
+
+/* Exact reads (the default) take a message and not one byte more, through
+ * every receive call, short and long headers, over a socketpair, a pipe and
+ * TCP: what follows stays in the kernel for whoever reads the descriptor
+ * next (another process, a select() on it). */
+static void exact_reads_leave_the_next_message_in_the_kernel(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 3; kind++) {
+        mpc_conn *a, *b;
+        mpc_error e;
+        if (kind == 2) {
+            assert_int_equal(mpc_pipe(0, NULL, &a, &b, &e), MPC_OK);
+        } else {
+            make_pair_mode(kind, NULL, &a, &b);
+        }
+        assert_int_equal(mpc_conn_read_ahead(a), 0);
+        int fd = mpc_conn_fileno(b), rfd = mpc_conn_fileno(a);
+        unsigned char *big = pattern(LARGE, 9);
+        unsigned char buf[64], *dst = malloc(LARGE);
+        size_t len;
+        uint64_t l64;
+        const void *v;
+        write_message(fd, "one", 3, 0);
+        write_message(fd, "two!", 4, 1);
+        write_message(fd, big, LARGE, 0);
+        write_message(fd, "", 0, 0);
+        write_message(fd, "tail", 4, 0);
+        int left = 4 + 3 + 12 + 4 + 4 + (int)LARGE + 4 + 4 + 4;
+        assert_int_equal(kernel_has(rfd), left);
+        expect_message(a, "one", 3);
+        left -= 4 + 3;
+        assert_int_equal(kernel_has(rfd), left);
+        assert_int_equal(mpc_conn_buffered(a), 0);
+        /* Nothing to peek at: the next message is still in the kernel. */
+        assert_int_equal(mpc_recv_peek(a, MPC_NO_LIMIT, &v, &len), MPC_AGAIN);
+        assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_OK);
+        assert_int_equal(len, 4);
+        assert_memory_equal(buf, "two!", 4);
+        left -= 12 + 4;
+        assert_int_equal(kernel_has(rfd), left);
+        /* Too short: the header is read, the payload stays in the kernel. */
+        assert_int_equal(mpc_recv_bytes_into(a, buf, sizeof buf, &len), MPC_TOOSHORT);
+        assert_int_equal(len, LARGE);
+        left -= 4;
+        assert_int_equal(kernel_has(rfd), left);
+        assert_int_equal(mpc_recv_begin(a, MPC_NO_LIMIT, &l64), MPC_OK);
+        assert_int_equal(mpc_recv_payload(a, dst, 100), MPC_OK);
+        assert_int_equal(kernel_has(rfd), left - 100);
+        assert_int_equal(mpc_recv_payload(a, dst + 100, LARGE - 100), MPC_OK);
+        assert_memory_equal(dst, big, LARGE);
+        left -= (int)LARGE;
+        assert_int_equal(kernel_has(rfd), left);
+        expect_message(a, "", 0);
+        assert_int_equal(kernel_has(rfd), 8);
+        int ready = 0;
+        assert_int_equal(mpc_poll(a, 0, &ready), MPC_OK);
+        assert_int_equal(ready, 1);
+        assert_int_equal(kernel_has(rfd), 8);
+        expect_message(a, "tail", 4);
+        assert_int_equal(kernel_has(rfd), 0);
+        /* Read-ahead on: one read takes both. */
+        assert_int_equal(mpc_conn_set_read_ahead(a, 1), MPC_OK);
+        write_message(fd, "x", 1, 0);
+        write_message(fd, "y", 1, 0);
+        expect_message(a, "x", 1);
+        assert_int_equal(kernel_has(rfd), 0);
+        assert_int_equal(mpc_conn_buffered(a), 5);
+        /* ... and cannot be switched off while it holds bytes. */
+        assert_int_equal(mpc_conn_set_read_ahead(a, 0), MPC_INVAL);
+        expect_message(a, "y", 1);
+        assert_int_equal(mpc_conn_set_read_ahead(a, 0), MPC_OK);
+        write_message(fd, "z", 1, 0);
+        write_message(fd, "w", 1, 0);
+        expect_message(a, "z", 1);
+        assert_int_equal(kernel_has(rfd), 5);
+        expect_message(a, "w", 1);
+        free(big);
+        free(dst);
+        mpc_conn_close(a);
+        mpc_conn_close(b);
+    }
+}
+
+/* End of file right after a header is end of file (CPython raises EOFError
+ * there), and says so again; inside the payload it is a truncation. */
+static void eof_right_after_a_header_is_end_of_file(void **state)
+{
+    (void)state;
+    mpc_conn *a, *b;
+    void *out;
+    size_t len;
+    make_pair(0, NULL, &a, &b);
+    write_fd(mpc_conn_fileno(b), "\x00\x00\x00\x05", 4);
+    mpc_conn_close(b);
+    assert_int_equal(mpc_recv_bytes(a, MPC_NO_LIMIT, &out, &len), MPC_EOF);
+    assert_string_equal(mpc_conn_errmsg(a), "end of file after a message header");
+    assert_int_equal(mpc_recv_bytes(a, MPC_NO_LIMIT, &out, &len), MPC_EOF);
+    mpc_conn_close(a);
+    make_pair(0, NULL, &a, &b);
+    write_fd(mpc_conn_fileno(b), "\x00\x00\x00\x05" "ab", 6);
+    mpc_conn_close(b);
+    assert_int_equal(mpc_recv_bytes(a, MPC_NO_LIMIT, &out, &len), MPC_TRUNCATED);
+    mpc_conn_close(a);
+}
+
+static int exact_mode(void **state)
+{
+    (void)state;
+    g_read_ahead = 0;
+    return 0;
+}
+
+static int read_ahead_mode(void **state)
+{
+    (void)state;
+    g_read_ahead = 1;
+    return 0;
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest once[] = {
         cmocka_unit_test(after_a_large_message_the_next_header_is_read_alone),
+        cmocka_unit_test(exact_reads_leave_the_next_message_in_the_kernel),
+    };
+    const struct CMUnitTest both[] = {
         cmocka_unit_test(mixed_sizes_in_odd_pieces_arrive_byte_exact_over_a_socketpair),
         cmocka_unit_test(mixed_sizes_in_odd_pieces_arrive_byte_exact_over_tcp),
         cmocka_unit_test(deadlines_and_eof_after_a_large_message_over_a_socketpair),
         cmocka_unit_test(deadlines_and_eof_after_a_large_message_over_tcp),
+        cmocka_unit_test(eof_right_after_a_header_is_end_of_file),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("read modes", once, NULL, NULL);
+    failed += cmocka_run_group_tests_name("exact reads", both, exact_mode, NULL);
+    failed += cmocka_run_group_tests_name("read-ahead", both, read_ahead_mode, NULL);
+    return failed;
 }

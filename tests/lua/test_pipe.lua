@@ -235,4 +235,21 @@ H.test("the handshake legs run over a pipe with a key, and a wrong key is nil, m
   a:close(); b:close()
 end)
 
+H.test("both read modes (read_ahead false by default, true) deliver a burst in order", function()
+  local burst = {}
+  for i = 1, 300 do burst[i] = "m" .. i end
+  burst[#burst + 1] = string.rep("z", 40000) -- all of it fits in the pipe
+  burst[#burst + 1] = ""
+  for _, ra in ipairs({ false, true }) do
+    local r, w = assert(mpconn.pipe(false, { read_ahead = ra }))
+    H.eq(w:send_many(burst), true, "send_many")
+    for i = 1, #burst do
+      H.eq(r:recv_bytes(), burst[i], "message " .. i .. " read_ahead=" .. tostring(ra))
+    end
+    H.eq(r:poll(0), false, "nothing left")
+    r:close(); w:close()
+  end
+  H.raises("read_ahead", mpconn.pipe, true, { read_ahead = 1 })
+end)
+
 H.done()

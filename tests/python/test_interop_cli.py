@@ -151,3 +151,20 @@ def test_a_wrong_key_fails_on_both_sides_with_the_cli_as_listener(tmp_path):
     finally:
         cli.proc.kill()
         cli.finish()
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_cli_listener_in_both_read_modes_takes_a_burst_of_messages(read_ahead):
+    """Many messages written at once (one system call, send_bytes_many) reach
+    a CLI listener byte for byte whether it reads exactly (the default) or
+    through its read-ahead buffer (--read-ahead)."""
+    burst = [b"m%d" % i for i in range(200)] + [os.urandom(70000), b"", b"end"]
+    args = ["listen", "127.0.0.1:0", "--count", str(len(burst)), "--hex", "--timeout", "60"]
+    cli = Proc(args + (["--read-ahead"] if read_ahead else []))
+    try:
+        with Client(python_address(cli.listening_address()), timeout=30) as conn:
+            conn.send_bytes_many(burst)
+    finally:
+        code, out = cli.finish()
+    assert code == 0
+    assert out.decode().splitlines() == [binascii.hexlify(m).decode() for m in burst]
