@@ -103,6 +103,17 @@ class Connection(_core.ConnectionBase):
     def __exit__(self, exc_type, exc_value, exc_tb):
         self.close()
 
+    def __reduce__(self):
+        # pickle.dumps(conn) works on stock Connections; ours travel by
+        # DupFd, as through ForkingPickler.
+        return _reduce_connection(self)
+
+    def __copy__(self):
+        # copy.copy(conn) works on stock Connections: a Connection over a
+        # duplicate of the descriptor (stock shares the very descriptor,
+        # which ends in a double close).
+        return type(self)(os.dup(self.fileno()), self.readable, self.writable)
+
 
 def _raise_status(status, message):
     raise make_error(_core.mpc_status_name(status), message or _core.mpc_strerror(status))
@@ -111,6 +122,20 @@ def _raise_status(status, message):
 def _check_authkey_type(authkey):
     if not isinstance(authkey, bytes):
         raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
+
+
+_DIRECTION_ERRORS = {"readable": "connection is write-only", "writable": "connection is read-only"}
+
+
+def _check_direction(connection, first, second):
+    """The OSError stock's send_bytes/recv_bytes give on a one-way end, in
+    the order the handshake leg uses them (a closed connection is left to
+    the handshake, which reports it as stock does)."""
+    if connection.closed:
+        return
+    for need in (first, second):
+        if not getattr(connection, need):
+            raise OSError(_DIRECTION_ERRORS[need])
 
 
 def deliver_challenge(connection, authkey, digest_name="sha256", *, dialect="modern"):
@@ -122,6 +147,8 @@ def deliver_challenge(connection, authkey, digest_name="sha256", *, dialect="mod
     _check_authkey_type(authkey)
     code = _dialect_code(dialect)
     if isinstance(connection, _core.ConnectionBase):
+        # stock sends the challenge first, then reads the reply
+        _check_direction(connection, "writable", "readable")
         connection._handshake(0, authkey, code, digest_name, None)
         return
     n = _core.MPC_HS_LEGACY_RANDOM if code == _core.MPC_DIALECT_LEGACY else _core.MPC_HS_MODERN_RANDOM
@@ -145,6 +172,8 @@ def answer_challenge(connection, authkey, *, dialect="modern"):
     _check_authkey_type(authkey)
     code = _dialect_code(dialect)
     if isinstance(connection, _core.ConnectionBase):
+        # stock reads the challenge first, then sends the reply
+        _check_direction(connection, "readable", "writable")
         connection._handshake(1, authkey, code, None, None)
         return
     challenge = connection.recv_bytes(_MESSAGE_LENGTH)
@@ -196,6 +225,11 @@ def _inet_address(address, family):
             infos = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM)
             host = infos[0][4][0]
         return ("[%s]:%d" % (host, port)).encode("ascii")
+    if host[:1] in ("@", "[") or "/" in host:
+        # The C syntax would read these as an abstract name, an IPv6
+        # literal or a Unix path; resolve as stock does (socket.gaierror
+        # with the resolver's code) and hand C the literal.
+        host = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
     try:
         text = host.encode("ascii")
     except UnicodeEncodeError:
@@ -203,14 +237,23 @@ def _inet_address(address, family):
     return text + b":" + str(port).encode("ascii")
 
 
+_SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path) on Linux
+
+
+def _abstract(name):
+    if len(name) + 1 > _SUN_PATH_MAX:
+        raise OSError("AF_UNIX path too long")
+    return b"@" + name
+
+
 def _unix_address(address):
     if isinstance(address, str):
         if address.startswith("\0"):
-            return b"@" + os.fsencode(address[1:])
+            return _abstract(os.fsencode(address[1:]))
         path = os.fsencode(address)
     elif isinstance(address, (bytes, bytearray)):
         if address[:1] == b"\0":
-            return b"@" + bytes(address[1:])
+            return _abstract(bytes(address[1:]))
         path = bytes(address)
     elif isinstance(address, os.PathLike):
         path = os.fsencode(address)
@@ -218,8 +261,11 @@ def _unix_address(address):
         raise TypeError("a bytes-like object is required, not '%s'" % type(address).__name__)
     if b"\0" in path:
         raise ValueError("embedded null byte")
-    if not path.startswith(b"/"):
-        path = b"./" + path  # keeps "a:b" or "@x" from reading as TCP/abstract
+    if len(path) >= _SUN_PATH_MAX:
+        raise OSError("AF_UNIX path too long")
+    if b"/" not in path and (b":" in path or path[:1] in (b"@", b"[")):
+        # keeps "a:b" or "@x" from reading as TCP/abstract in the C syntax
+        path = b"./" + path
     return path
 
 
@@ -243,8 +289,29 @@ def _inet_from_c(text, family):
 # ---------------------------------------------------------------------------
 
 
+def _reraise_gaierror(error, address):
+    """The C core reports a failed lookup without its EAI_* code; ask the
+    resolver again so the gaierror carries errno and text as stock's."""
+    if error.errno is None and isinstance(address, tuple):
+        family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
+        socket.getaddrinfo(address[0], address[1], family, socket.SOCK_STREAM)
+    raise error
+
+
 def _close_handle(handle):
     handle.close()
+
+
+def _unix_peer(fd):
+    """accept()'s address for a Unix client: '' when it is unnamed, else the
+    name it bound (str path; bytes for an abstract name), as stock."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+    try:
+        return s.getpeername()
+    except OSError:
+        return ""
+    finally:
+        s.detach()
 
 
 class Listener(object):
@@ -268,8 +335,11 @@ class Listener(object):
         bad_key = authkey is not None and not isinstance(authkey, bytes)
         self._handle = None
         self._finalizer = None
-        handle = _core.listen(caddr, None if bad_key else authkey, int(backlog), code,
-                              digest, handshake_timeout)
+        try:
+            handle = _core.listen(caddr, None if bad_key else authkey, int(backlog), code,
+                                  digest, handshake_timeout)
+        except socket.gaierror as e:
+            _reraise_gaierror(e, address)
         self._handle = handle
         self._family = handle.family()
         if self._family == "AF_UNIX":
@@ -304,7 +374,12 @@ class Listener(object):
         if self._read_ahead:
             conn._set_read_ahead(True)
         peer = conn._peer()
-        self._last_accepted = _inet_from_c(peer, self._family) if peer else ""
+        if peer:
+            self._last_accepted = _inet_from_c(peer, self._family)
+        elif self._family == "AF_UNIX":
+            self._last_accepted = _unix_peer(conn.fileno())
+        else:
+            self._last_accepted = ""
         return conn
 
     def close(self):
@@ -357,16 +432,22 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
     family = family or address_type(address)
     _validate_family(family)
     if isinstance(address, tuple):
-        # Unlike CPython, an IPv6 address (4-tuple, v6 literal or
-        # family='AF_INET6') works.
-        kind = "AF_INET6" if (family == "AF_INET6" or len(address) == 4) else "AF_INET"
+        # Unlike CPython, an IPv6 address (4-tuple or v6 literal) works.
+        # As stock, family= does not change how a (host, port) pair is
+        # reached (stock's socket client recomputes the family from the
+        # address); a 4-tuple or an IPv6 literal goes over IPv6.
+        kind = "AF_INET6" if len(address) == 4 else "AF_INET"
     else:
         kind = "AF_UNIX"
     caddr = _to_c_address(address, kind)
     code = _dialect_code(dialect)
     _check_digest(digest)
     bad_key = authkey is not None and not isinstance(authkey, bytes)
-    conn = _core.connect(Connection, caddr, None if bad_key else authkey, code, digest, timeout)
+    try:
+        conn = _core.connect(Connection, caddr, None if bad_key else authkey, code, digest,
+                             timeout)
+    except socket.gaierror as e:
+        _reraise_gaierror(e, address)
     if bad_key:
         conn.close()
         raise TypeError("authkey should be a byte string")

@@ -415,14 +415,6 @@ def test_timeouts_set_by_socket_setdefaulttimeout_do_not_affect_connections():
         socket.setdefaulttimeout(old)
 
 
-def test_connections_are_not_picklable_with_plain_pickle():
-    import pickle
-
-    a, b = Pipe()
-    with pytest.raises(TypeError):
-        pickle.dumps(a)
-
-
 def test_a_corrupt_header_gives_an_oserror_not_a_hang():
     s1, s2 = socket.socketpair()
     b = Connection(s2.detach())
