@@ -376,17 +376,15 @@ static int mpcpy_options(mpc_options *o, PyObject *key, int dialect, PyObject *d
     return 0;
 }
 
-/* An address as the C string syntax: bytes without embedded NULs. */
-static const char *mpcpy_address(PyObject *a)
+/* An address in the C syntax, as bytes (an abstract name may hold NUL
+ * bytes; the core refuses them anywhere else); *len its length. */
+static const char *mpcpy_address(PyObject *a, size_t *len)
 {
     if (!PyBytes_Check(a)) {
         PyErr_SetString(PyExc_TypeError, "address must be bytes (internal)");
         return NULL;
     }
-    if (strlen(PyBytes_AS_STRING(a)) != (size_t)PyBytes_GET_SIZE(a)) {
-        PyErr_SetString(PyExc_ValueError, "embedded null byte in address");
-        return NULL;
-    }
+    *len = (size_t)PyBytes_GET_SIZE(a);
     return PyBytes_AS_STRING(a);
 }
 
@@ -1336,6 +1334,15 @@ static PyObject *mpcpy_listener_address(mpcpy_listener *self, PyObject *unused)
     return l ? PyUnicode_DecodeFSDefault(mpc_listener_address(l)) : NULL;
 }
 
+/* The last client's address as the core has it ("" for Unix sockets), also
+ * after its handshake failed. */
+static PyObject *mpcpy_listener_last_peer(mpcpy_listener *self, PyObject *unused)
+{
+    mpc_listener *l = mpcpy_listener_get(self);
+    (void)unused;
+    return l ? PyUnicode_FromString(mpc_listener_last_peer(l)) : NULL;
+}
+
 static PyObject *mpcpy_listener_family(mpcpy_listener *self, PyObject *unused)
 {
     mpc_listener *l = mpcpy_listener_get(self);
@@ -1356,6 +1363,7 @@ static PyMethodDef mpcpy_listener_methods[] = {
     {"fileno", (PyCFunction)mpcpy_listener_fileno, METH_NOARGS, NULL},
     {"address", (PyCFunction)mpcpy_listener_address, METH_NOARGS, NULL},
     {"family", (PyCFunction)mpcpy_listener_family, METH_NOARGS, NULL},
+    {"last_peer", (PyCFunction)mpcpy_listener_last_peer, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef mpcpy_listener_getset[] = {
@@ -1383,10 +1391,11 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
     const char *a;
     mpc_ms hs_ms;
     mpc_status st;
+    size_t alen = 0;
     (void)mod;
     if (!PyArg_ParseTuple(args, "OOiiOO:listen", &addr, &key, &backlog, &dialect, &digest, &hs))
         return NULL;
-    if (!(a = mpcpy_address(addr)))
+    if (!(a = mpcpy_address(addr, &alen)))
         return NULL;
     hs_ms = mpcpy_timeout_ms(hs, MPC_FOREVER);
     if (hs_ms == -2)
@@ -1397,7 +1406,7 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
         return NULL;
     memset(&e, 0, sizeof e);
     Py_BEGIN_ALLOW_THREADS
-    st = mpc_listen(a, &o, &l, &e);
+    st = mpc_listen_n(a, alen, &o, &l, &e);
     Py_END_ALLOW_THREADS
     if (st != MPC_OK)
         return mpcpy_raise_err(&e);
@@ -1426,11 +1435,12 @@ static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
     const char *a;
     mpc_ms ms, hs_ms;
     mpc_status st;
+    size_t alen = 0;
     (void)mod;
     if (!PyArg_ParseTuple(args, "O!OOiOO:connect", &PyType_Type, &cls, &addr, &key, &dialect,
                           &digest, &timeout))
         return NULL;
-    if (!(a = mpcpy_address(addr)))
+    if (!(a = mpcpy_address(addr, &alen)))
         return NULL;
     ms = mpcpy_timeout_ms(timeout, 0);
     if (ms == -2)
@@ -1442,7 +1452,7 @@ static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
         return NULL;
     memset(&e, 0, sizeof e);
     Py_BEGIN_ALLOW_THREADS
-    st = mpc_connect(a, &o, &c, &e);
+    st = mpc_connect_n(a, alen, &o, &c, &e);
     Py_END_ALLOW_THREADS
     if (st != MPC_OK)
         return mpcpy_raise_err(&e);

@@ -332,6 +332,13 @@ typedef struct mpc_conn mpc_conn;
 MPC_API mpc_status mpc_listen(const char *address, const mpc_options *opts,
                               mpc_listener **out, mpc_error *err);
 
+/* mpc_listen() for an address of address_len bytes: an abstract name
+ * ("@...") may then contain NUL bytes, as Linux allows; anywhere else a NUL
+ * is MPC_INVAL.  (mpc_listener_address() shows such a name up to its first
+ * NUL.) */
+MPC_API mpc_status mpc_listen_n(const char *address, size_t address_len,
+                                const mpc_options *opts, mpc_listener **out, mpc_error *err);
+
 /* Waits up to timeout for a client, accepts it, and (with an authkey) runs
  * deliver then answer under opts.handshake_timeout.  On success *out is the
  * connection (caller owns; release with mpc_conn_close()).  A failed
@@ -346,6 +353,12 @@ MPC_API mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn
  * ("127.0.0.1:41234", "[::1]:41234", "/tmp/x.sock", "@name").  Library owns
  * it until mpc_listener_close(). */
 MPC_API const char *mpc_listener_address(const mpc_listener *l);
+
+/* The address of the last client accepted ("host:port", "[v6]:port"; ""
+ * for Unix sockets and before the first), set before its handshake: after
+ * a failed one it says who failed.  Library owns it until the next accept
+ * or mpc_listener_close(). */
+MPC_API const char *mpc_listener_last_peer(const mpc_listener *l);
 
 /* The address family: "AF_INET", "AF_INET6" or "AF_UNIX".  Static. */
 MPC_API const char *mpc_listener_family(const mpc_listener *l);
@@ -380,6 +393,9 @@ MPC_API void mpc_listener_wake(mpc_listener *l);
  * MPC_TOOLONG, MPC_EOF, MPC_INVAL, MPC_NOMEM, MPC_INTR.  Blocks. */
 MPC_API mpc_status mpc_connect(const char *address, const mpc_options *opts,
                                mpc_conn **out, mpc_error *err);
+/* mpc_connect() for an address of address_len bytes (see mpc_listen_n()). */
+MPC_API mpc_status mpc_connect_n(const char *address, size_t address_len,
+                                 const mpc_options *opts, mpc_conn **out, mpc_error *err);
 
 /* Makes a connected pair.  duplex != 0: a socketpair, both ends readable and
  * writable.  duplex == 0: a pipe; *a is the reader, *b the writer.  opts may

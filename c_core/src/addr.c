@@ -33,8 +33,18 @@ mpc_status mpc__addr_parse(const char *text, mpc__addr *out, mpc_error *err)
 {
     if (!text || !out)
         return mpc__error(err, MPC_INVAL, 0, "address is NULL");
+    return mpc__addr_parse_n(text, strlen(text), out, err);
+}
+
+mpc_status mpc__addr_parse_n(const char *text, size_t len, mpc__addr *out, mpc_error *err)
+{
+    if (!text || !out)
+        return mpc__error(err, MPC_INVAL, 0, "address is NULL");
     memset(out, 0, sizeof *out);
-    size_t len = strlen(text);
+    /* Only an abstract name may hold NUL bytes (any byte is allowed
+     * there); everything else is parsed as the C string it must be. */
+    if (memchr(text, '\0', len) && text[0] != '@')
+        return mpc__error(err, MPC_INVAL, 0, "invalid address: embedded NUL byte");
     if (len == 0)
         return mpc__error(err, MPC_INVAL, 0, "invalid address '': empty");
 

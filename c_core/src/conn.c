@@ -242,6 +242,14 @@ mpc_status mpc_pipe(int duplex, const mpc_options *opts, mpc_conn **a, mpc_conn 
 mpc_status mpc_connect(const char *address, const mpc_options *opts, mpc_conn **out,
                        mpc_error *err)
 {
+    if (!address)
+        return mpc__error(err, MPC_INVAL, 0, "address is NULL");
+    return mpc_connect_n(address, strlen(address), opts, out, err);
+}
+
+mpc_status mpc_connect_n(const char *address, size_t address_len, const mpc_options *opts,
+                         mpc_conn **out, mpc_error *err)
+{
     mpc__addr a;
     mpc_options defaults;
     char peer[MPC__ADDR_TEXT_MAX];
@@ -253,7 +261,7 @@ mpc_status mpc_connect(const char *address, const mpc_options *opts, mpc_conn **
         mpc_options_init(&defaults);
         opts = &defaults;
     }
-    mpc_status st = mpc__addr_parse(address, &a, err);
+    mpc_status st = mpc__addr_parse_n(address, address_len, &a, err);
     if (st != MPC_OK)
         return st;
     mpc__deadline dl =

@@ -22,6 +22,14 @@ static mpc_status lerr(mpc_listener *l, mpc_error *err, mpc_status st, int eno, 
 mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener **out,
                       mpc_error *err)
 {
+    if (!address)
+        return mpc__error(err, MPC_INVAL, 0, "address is NULL");
+    return mpc_listen_n(address, strlen(address), opts, out, err);
+}
+
+mpc_status mpc_listen_n(const char *address, size_t address_len, const mpc_options *opts,
+                        mpc_listener **out, mpc_error *err)
+{
     mpc__addr a;
     mpc_options defaults;
     if (!out)
@@ -31,7 +39,7 @@ mpc_status mpc_listen(const char *address, const mpc_options *opts, mpc_listener
         mpc_options_init(&defaults);
         opts = &defaults;
     }
-    mpc_status st = mpc__addr_parse(address, &a, err);
+    mpc_status st = mpc__addr_parse_n(address, address_len, &a, err);
     if (st != MPC_OK)
         return st;
     if (opts->digest && strlen(opts->digest) >= sizeof ((mpc_listener *)0)->digest)
@@ -98,6 +106,8 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
         mpc__io_accept(l->fd, l->wake_fd, mpc__deadline_in(timeout), &l->intr, &fd, peer, &e);
     if (st != MPC_OK)
         return lerr(l, err, st, e.sys_errno, e.message);
+    /* Known before the handshake, so a caller can say who failed it. */
+    snprintf(l->last_peer, sizeof l->last_peer, "%s", peer);
     mpc_conn *c;
     st = mpc__conn_new(fd, 1, 1, 1, peer, &l->opts, &c, &e);
     if (st != MPC_OK) {
@@ -117,6 +127,7 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
 }
 
 const char *mpc_listener_address(const mpc_listener *l) { return l ? l->address : ""; }
+const char *mpc_listener_last_peer(const mpc_listener *l) { return l ? l->last_peer : ""; }
 const char *mpc_listener_family(const mpc_listener *l) { return l ? l->family : ""; }
 int mpc_listener_fileno(const mpc_listener *l) { return l ? l->fd : -1; }
 const char *mpc_listener_errmsg(const mpc_listener *l) { return l ? l->msg : "listener is NULL"; }

@@ -41,6 +41,9 @@ typedef struct mpc__addr {
 /* Parses the address syntax of mpconn.h section 3 into *out.  MPC_OK or
  * MPC_INVAL with a message in err (may be NULL).  No I/O, no resolution. */
 mpc_status mpc__addr_parse(const char *text, mpc__addr *out, mpc_error *err);
+/* The same for len bytes of text, which may contain NUL bytes in an
+ * abstract name ("@a\0b"); anywhere else they are MPC_INVAL. */
+mpc_status mpc__addr_parse_n(const char *text, size_t len, mpc__addr *out, mpc_error *err);
 
 /* ------------------------------------------------------------------------
  * Deadlines and the interrupt hook (io_posix.c)
@@ -198,6 +201,7 @@ struct mpc_listener {
     char digest[16];
     mpc__intr intr;
 
+    char last_peer[MPC__ADDR_TEXT_MAX]; /* of the last client accepted */
     char msg[MPC_ERRMSG_MAX];
 };
 

@@ -370,7 +370,16 @@ class Listener(object):
         handle = self._handle
         if handle is None:
             raise OSError("listener is closed")
-        conn = handle.accept(Connection, timeout)
+        try:
+            conn = handle.accept(Connection, timeout)
+        except (AuthenticationError, EOFError, OSError) as e:
+            # As CPython: a client that failed its handshake was accepted
+            # first, so it is the last accepted one.
+            if self._authkey is not None and self._handle is not None and \
+                    not isinstance(e, TimeoutError) and str(e) != "listener is closed":
+                peer = self._handle.last_peer()
+                self._last_accepted = _inet_from_c(peer, self._family) if peer else ""
+            raise
         if self._read_ahead:
             conn._set_read_ahead(True)
         peer = conn._peer()
