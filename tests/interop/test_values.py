@@ -304,10 +304,37 @@ def test_a_value_whose_repr_is_astronomical_is_not_printed_and_the_next_is(cli, 
                 % (host, int(port), bomb))
         client = Child([sys.executable, "-c", code], "stock client", deadline=60)
         assert client.finish() == 0, client.describe()
-        assert listener.finish() == 0, listener.describe()
+        # Not printed counts as refused: exit status 8 (issue 14, item 10).
+        assert listener.finish() == 8, listener.describe()
         assert stdout_lines(listener) == ["'after the bomb'"]
         err = [l for l in listener.text("stderr").splitlines() if l.startswith("mpconn:")]
         assert len(err) == 1 and err[0].startswith("mpconn: value from client 127.0.0.1:"), err
         assert err[0].endswith("not printed: the repr is longer than 16777216 bytes"), err
     finally:
         cleanup(listener, client)
+
+
+def test_listen_decode_count_ends_with_status_8_when_a_value_was_refused(cli, tmp_path):
+    """`listen --decode --count N` counts refused messages toward N (the
+    stream stays in step) but ends with exit status 8, so scripts notice;
+    when nothing was refused it ends with 0 (issue 14, item 10)."""
+    refused = b"cos\nsystem\n(S'true'\ntR."  # GLOBAL os.system: refused, never run
+    for payloads, want, printed in (([refused, refused], 8, []),
+                                    ([refused, pickle.dumps("fine")], 8, ["'fine'"]),
+                                    ([pickle.dumps("a"), pickle.dumps("b")], 0, ["'a'", "'b'"])):
+        listener = Child([cli, "listen", "127.0.0.1:0", "--decode", "--count", "2", "--timeout", "30"],
+                         "mpconn listen --decode --count 2", deadline=60)
+        client = None
+        try:
+            addr = listening_address(listener)
+            host, port = addr.rsplit(":", 1)
+            code = ("from multiprocessing.connection import Client\n"
+                    "c = Client((%r, %d))\n"
+                    "for p in %r: c.send_bytes(p)\n"
+                    "c.close()\n" % (host, int(port), payloads))
+            client = Child([sys.executable, "-c", code], "stock client", deadline=60)
+            assert client.finish() == 0, client.describe()
+            assert listener.finish() == want, listener.describe()
+            assert stdout_lines(listener) == printed, listener.describe()
+        finally:
+            cleanup(listener, client)
