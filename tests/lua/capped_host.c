@@ -9,6 +9,8 @@
  *   host.wait(pid)                waits for that child -> exit status
  *   host.heap()                   bytes the C heap holds now (mallinfo2)
  *   host.lua_bytes()              bytes the Lua state holds now
+ *   host.alloc_is_ours()          whether the state's allocator is still
+ *                                 this host's (SPEC 11: require leaves it)
  * Exit status: 0 if the script ran without error, 1 otherwise.
  */
 #define _GNU_SOURCE
@@ -104,6 +106,13 @@ static int host_lua_bytes(lua_State *L)
     return 1;
 }
 
+static int host_alloc_is_ours(lua_State *L)
+{
+    void *ud = NULL;
+    lua_pushboolean(L, lua_getallocf(L, &ud) == capped_alloc);
+    return 1;
+}
+
 static int msgh(lua_State *L)
 {
     luaL_traceback(L, L, lua_tostring(L, 1), 1);
@@ -124,6 +133,7 @@ int main(int argc, char **argv)
     luaL_openlibs(L);
     static const luaL_Reg fns[] = {
         {"sender", host_sender}, {"wait", host_wait}, {"heap", host_heap}, {"lua_bytes", host_lua_bytes},
+        {"alloc_is_ours", host_alloc_is_ours},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

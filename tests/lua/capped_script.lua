@@ -8,6 +8,10 @@ local ROUNDS = 20
 
 local function check(cond, msg) if not cond then error(msg, 2) end end
 
+-- 0. require leaves the host's allocator alone (SPEC 11; a wrapper that a
+-- host stacked another allocator on leaked its state at lua_close).
+check(host.alloc_is_ours(), "require \"mpconn\" replaced the state's allocator")
+
 -- 1. Receives that fail for lack of Lua memory leak nothing.
 do
   local a, b = assert(mpconn.pipe(false))
