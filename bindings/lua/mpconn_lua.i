@@ -926,6 +926,20 @@ static int mpcl_utf8_valid(const unsigned char *s, size_t n)
 
 /* ---- Lua -> tree ---------------------------------------------------------- */
 
+/* A pointer's slot in a power-of-two table of cap slots. */
+static size_t mpcl_ptr_hash(const void *p, size_t cap)
+{
+    uint64_t k = (uint64_t)(uintptr_t)p;
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    return (size_t)k & (cap - 1);
+}
+
+/* A table already converted: its node, shared when the table appears again
+ * (as pickle's memo shares one object), and its height. */
+typedef struct mpcl_seen { const void *table; mpc_value *node; int height; } mpcl_seen;
+
 typedef struct mpcl_tov {
     lua_State *L;
     int env;          /* stack index of E */
@@ -934,6 +948,9 @@ typedef struct mpcl_tov {
     int value_key;
     int max_depth;    /* deepest nesting accepted (a scalar is depth 1) */
     const void **path; /* path[d]: the table being converted at depth d */
+    int height;       /* the height of the value the last conversion returned */
+    mpcl_seen *seen;  /* open addressing over the tables converted so far */
+    size_t seen_cap, seen_n;
     char msg[160];    /* the error, once one happened */
     char where[200];  /* where in the value: ["inventory"][2] */
 } mpcl_tov;
@@ -1034,10 +1051,12 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
     lua_Integer i;
     mpc_value *seq = kind == MPC_V_TUPLE ? mpc_value_new_tuple() : mpc_value_new_list();
     if (!seq) return mpcl_tov_nomem(x);
+    int height = 0;
     for (i = 1; i <= n; i++) {
         mpc_value *item;
         lua_rawgeti(L, idx, i);
         item = mpcl_tov_value(x, lua_gettop(L), depth + 1);
+        if (item && x->height > height) height = x->height;
         if (!item) {
             lua_pushinteger(L, i);
             mpcl_tov_where(x, -1);
@@ -1052,6 +1071,7 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
             return mpcl_tov_nomem(x);
         }
     }
+    x->height = height + 1;
     return seq;
 }
 
@@ -1129,19 +1149,21 @@ static void mpcl_entries_free(mpcl_entry *e, size_t from, size_t n)
 
 /* Converts the key at kidx and (unless a set) the value at vidx into
  * *e.  0, or -1 with the error (and its place) recorded. */
-static int mpcl_tov_pair(mpcl_tov *x, int kidx, int vidx, int depth, int is_set, mpcl_entry *e)
+static int mpcl_tov_pair(mpcl_tov *x, int kidx, int vidx, int depth, int is_set, mpcl_entry *e, int *height)
 {
     e->val = NULL;
     if (!(e->key = mpcl_tov_value(x, kidx, depth + 1))) {
         mpcl_tov_where(x, kidx);
         return -1;
     }
+    if (x->height > *height) *height = x->height;
     if (!is_set && !(e->val = mpcl_tov_value(x, vidx, depth + 1))) {
         mpcl_tov_where(x, kidx);
         mpc_value_free(e->key);
         e->key = NULL;
         return -1;
     }
+    if (!is_set && x->height > *height) *height = x->height;
     return 0;
 }
 
@@ -1197,6 +1219,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
                  : kind == MPC_V_FROZENSET ? mpc_value_new_frozenset() : mpc_value_new_dict();
     mpcl_entry *v = NULL, e;
     size_t n = 0, cap = 0, i, placed = 0, again = 0;
+    int height = 0;
     if (!d) return mpcl_tov_nomem(x);
     if (order) {
         lua_Integer j, m = (lua_Integer)lua_rawlen(L, order);
@@ -1208,7 +1231,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
             if (lua_isnil(L, kidx)) { lua_pop(L, 1); continue; }
             lua_pushvalue(L, kidx);
             if (lua_rawget(L, idx) == LUA_TNIL) { lua_pop(L, 2); continue; }
-            if (mpcl_tov_pair(x, kidx, kidx + 1, depth, 0, &e) < 0) goto fail_pop2;
+            if (mpcl_tov_pair(x, kidx, kidx + 1, depth, 0, &e, &height) < 0) goto fail_pop2;
             before = mpc_value_len(d);
             if (mpc_value_dict_set(d, e.key, e.val) != MPC_OK) {
                 e.seen = 0;
@@ -1238,7 +1261,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
     while (lua_next(L, idx)) {
         int kidx = lua_gettop(L) - 1;
         if (is_set && !lua_toboolean(L, -1)) { lua_pop(L, 1); continue; }
-        if (mpcl_tov_pair(x, kidx, kidx + 1, depth, is_set, &e) < 0) goto fail_pop2;
+        if (mpcl_tov_pair(x, kidx, kidx + 1, depth, is_set, &e, &height) < 0) goto fail_pop2;
         if (order && mpc_value_dict_get(d, e.key)) {
             /* Placed by the order pass (or equal to a key that was: counted). */
             mpc_value_free(e.key);
@@ -1269,6 +1292,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
         }
     }
     free(v);
+    x->height = height + 1;
     return d;
 fail_pop2:
     lua_pop(L, 2);
@@ -1288,18 +1312,79 @@ static const char *mpcl_tov_field(mpcl_tov *x, int idx, size_t *len)
     return s;
 }
 
+/* The slot of table t in x->seen (its table is NULL if t is absent). */
+static size_t mpcl_seen_slot(const mpcl_tov *x, const void *t)
+{
+    size_t i = mpcl_ptr_hash(t, x->seen_cap);
+    while (x->seen[i].table && x->seen[i].table != t) i = (i + 1) & (x->seen_cap - 1);
+    return i;
+}
+
+/* Records that table t became node v (of height x->height).  -1 if out of
+ * memory. */
+static int mpcl_seen_add(mpcl_tov *x, const void *t, mpc_value *v)
+{
+    size_t i;
+    if ((x->seen_n + 1) * 2 > x->seen_cap) {
+        size_t nc = x->seen_cap ? x->seen_cap * 2 : 64;
+        mpcl_seen *old = x->seen, *nw = (mpcl_seen *)calloc(nc, sizeof *nw);
+        size_t ocap = x->seen_cap;
+        if (!nw) return -1;
+        x->seen = nw;
+        x->seen_cap = nc;
+        for (i = 0; i < ocap; i++)
+            if (old[i].table) x->seen[mpcl_seen_slot(x, old[i].table)] = old[i];
+        free(old);
+    }
+    i = mpcl_seen_slot(x, t);
+    x->seen[i].table = t;
+    x->seen[i].node = v;
+    x->seen[i].height = x->height;
+    x->seen_n++;
+    return 0;
+}
+
+static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth);
+
+/* A table met again is the same node again (mpc_value_share): a value that
+ * shares sub-tables costs what it holds, not its expansion, and Python gets
+ * one object, as from a pickle's memo.  Nodes are made bottom-up, so a
+ * table met again while it is still being converted (a cycle) is refused. */
 static mpc_value *mpcl_tov_table(mpcl_tov *x, int idx, int depth)
+{
+    const void *self = lua_topointer(x->L, idx);
+    mpc_value *v;
+    int d;
+    if (x->seen_cap) {
+        size_t i = mpcl_seen_slot(x, self);
+        if (x->seen[i].table) {
+            if (depth - 1 + x->seen[i].height > x->max_depth)
+                return mpcl_tov_err(x, "nesting deeper than %d levels", x->max_depth);
+            x->height = x->seen[i].height;
+            return mpc_value_share(x->seen[i].node);
+        }
+    }
+    for (d = 1; d < depth; d++)
+        if (x->path[d] == self) return mpcl_tov_err(x, "the table contains itself (a cycle)");
+    if (!(v = mpcl_tov_table_new(x, idx, depth))) return NULL;
+    if (mpcl_seen_add(x, self, v) < 0) {
+        mpc_value_free(v);
+        return mpcl_tov_nomem(x);
+    }
+    return v;
+}
+
+static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth)
 {
     lua_State *L = x->L;
     const void *self = lua_topointer(L, idx);
-    int kind, order, d;
+    int kind, order;
     mpc_value *v;
     size_t len = 0;
     const char *s;
-    for (d = 1; d < depth; d++)
-        if (x->path[d] == self) return mpcl_tov_err(x, "the table contains itself (a cycle)");
     if (depth > x->max_depth) return mpcl_tov_err(x, "nesting deeper than %d levels", x->max_depth);
     x->path[depth] = self;
+    x->height = 1;
     if (!lua_checkstack(L, 12)) return mpcl_tov_err(x, "out of Lua stack space");
     kind = mpcl_tov_kind(x, idx, &order);
     switch (kind) {
@@ -1333,6 +1418,7 @@ static mpc_value *mpcl_tov_value(mpcl_tov *x, int idx, int depth)
 {
     lua_State *L = x->L;
     mpc_value *v = NULL;
+    x->height = 1;
     switch (lua_type(L, idx)) {
     case LUA_TNIL: v = mpc_value_new_none(); break;
     case LUA_TBOOLEAN: v = mpc_value_new_bool(lua_toboolean(L, idx)); break;
@@ -1381,6 +1467,7 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
     lua_rawgeti(L, env, MPCL_E_VALUE_KEY);
     x.value_key = lua_gettop(L);
     v = mpcl_tov_value(&x, idx, 1);
+    free(x.seen);
     lua_settop(L, base);
     if (!v) {
         if (x.where[0]) lua_pushfstring(L, "%s (at value%s)", x.msg, x.where);
@@ -1396,15 +1483,6 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
  * memoized sub-objects, and so do we (one Lua table per shared node, as
  * Python gets one object), which also keeps a small pickle that shares a
  * node many times from costing a Lua table per occurrence. */
-static size_t mpcl_ptr_hash(const void *p, size_t cap)
-{
-    uint64_t k = (uint64_t)(uintptr_t)p;
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    return (size_t)k & (cap - 1);
-}
-
 /* The slot of p in the set (its key is NULL if p is absent). */
 static size_t mpcl_hold_slot(const mpcl_hold *h, const void *p)
 {
