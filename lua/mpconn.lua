@@ -65,8 +65,8 @@ local type, error, setmetatable, getmetatable, tostring, pairs =
 local math_type, math_ceil, huge = math.type, math.ceil, math.huge
 local format = string.format
 
-local c_poll, c_wait = core.mpc_poll, core.mpc_wait
-local c_errmsg, c_conn_close = core.mpc_conn_errmsg, core.mpc_conn_close
+local c_poll, c_wait = core.mpc_poll, core.wait
+local c_errmsg, c_conn_close = core.mpc_conn_errmsg, core.conn_close
 
 local M = {
   _VERSION = core.mpc_version(),
@@ -180,6 +180,14 @@ local function c_options(opts, n, fname)
   if opts.digest ~= nil and type(opts.digest) ~= "string" then
     error(format("option digest to '%s': string expected, got %s", fname, type(opts.digest)), 3)
   end
+  if opts.digest ~= nil then
+    -- The core's own check (a challenge with that digest), now rather than
+    -- at every client (a listener would else drop them all).
+    local st = core.mpc_hs_challenge(o.dialect or DIALECTS.modern, opts.digest, string.rep("\0", 40))
+    if st ~= OK then
+      error(format("option digest to '%s': unknown or refused digest %q", fname, opts.digest), 3)
+    end
+  end
   o.digest = opts.digest
   o.backlog = opt_int(opts.backlog, "backlog", fname)
   o.max_message_size = opt_int(opts.max_message_size, "max_message_size", fname)
@@ -228,10 +236,20 @@ local function dead(self, what, extra)
   error(format("%s: connection is closed", what), level)
 end
 
+-- The live handle of a connection, or raises (closed, or not a connection).
+-- extra: as for dead.
+local function handle(self, what, extra)
+  local h = type(self) == "table" and rawget(self, 1)
+  if not h then dead(self, what, (extra or 0) + 1) end
+  return h
+end
+
 -- nil, message, code for an expected failure of a call on h; raises misuse.
-local function conn_fail(h, st, level)
+-- msg: the connection's message, when the caller already read it (the C
+-- methods do, before anything can close h).
+local function conn_fail(h, st, level, msg)
   if st == EOF then return nil, "closed", "EOF" end
-  local msg = c_errmsg(h)
+  if msg == nil then msg = c_errmsg(h) end
   if msg == nil or msg == "" then msg = core.mpc_strerror(st) end
   if MISUSE[st] then error(msg, (level or 2) + 1) end
   return nil, msg, NAMES[st]
@@ -282,17 +300,16 @@ fast = core.conn_methods({
   send_bytes = send_bytes_args, send_many = send_many_args, recv_bytes = recv_bytes_args,
   fail = conn_fail,
 })
-Connection.send_bytes = fast.send_bytes
-Connection.send_many = fast.send_many
+-- Called through the class (mpconn.Connection.send_bytes(w, s)) the
+-- methods do not know whether w is a pipe writer: they guard against
+-- SIGPIPE as the pipe writer's own methods do (see "SIGPIPE" at the top).
+Connection.send_bytes = fast.pipe_send_bytes
+Connection.send_many = fast.pipe_send_many
 Connection.recv_bytes = fast.recv_bytes
 -- Bytes held by recv_bytes's staging buffer (one per Lua state, for
 -- messages of 1 KiB to 4 MiB; see lua/README.md "Speed and memory"); for
 -- tests.
 M._recv_buffer_size = fast.stage_size
--- The in-place receive of long messages (lua/README.md "Speed and memory"):
--- _recv_direct() -> {enabled, why, header, min, direct, copied}; for tests
--- and benchmarks.
-M._recv_direct = fast.recv_direct
 
 ---------------------------------------------------------------------------
 -- Values: conn:send(v), conn:recv(), mpconn.encode/decode/repr
@@ -319,27 +336,34 @@ M._recv_direct = fast.recv_direct
 
 local MARKS -- metatable -> kind name, for mpconn.kind
 
+-- The options of send and encode (a table or nil), checked, packed as
+-- protocol + 256 * max_depth (0: the default).
+local function send_options(opts, fname, level)
+  local protocol, depth = 4, 0
+  if opts == nil then return protocol end
+  for k in pairs(opts) do
+    if k ~= "protocol" and k ~= "max_depth" then
+      error(format("unknown option '%s' to '%s'", tostring(k), fname), level)
+    end
+  end
+  protocol = opts.protocol or 4
+  if math_type(protocol) ~= "integer" or protocol < 2 or protocol > 5 then
+    error(format("option protocol to '%s': 2, 3, 4 or 5 expected, got %s", fname, tostring(protocol)), level)
+  end
+  depth = opts.max_depth or 0
+  if math_type(depth) ~= "integer" or depth < 0 or depth > values.DEPTH_MAX then
+    error(format("option max_depth to '%s': integer 1..%d expected", fname, values.DEPTH_MAX), level)
+  end
+  return protocol + depth * 256
+end
+
 local function send_prep(self, opts, nargs)
   if getmetatable(self) ~= Conn_mt or not self[1] then dead(self, "send", 1) end
   if nargs < 1 then argerror(1, "send", "value expected", 3) end
-  local protocol, depth = 4, 0
-  if opts ~= nil then
-    if type(opts) ~= "table" then argerror(2, "send", "options table expected, got " .. type(opts), 3) end
-    for k in pairs(opts) do
-      if k ~= "protocol" and k ~= "max_depth" then
-        error(format("unknown option '%s' to 'send'", tostring(k)), 3)
-      end
-    end
-    protocol = opts.protocol or 4
-    if math_type(protocol) ~= "integer" or protocol < 2 or protocol > 5 then
-      error(format("option protocol to 'send': 2, 3, 4 or 5 expected, got %s", tostring(protocol)), 3)
-    end
-    depth = opts.max_depth or 0
-    if math_type(depth) ~= "integer" or depth < 0 or depth > values.DEPTH_MAX then
-      error(format("option max_depth to 'send': integer 1..%d expected", values.DEPTH_MAX), 3)
-    end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(2, "send", "options table expected, got " .. type(opts), 3)
   end
-  return protocol + depth * 256
+  return send_options(opts, "send", 4)
 end
 
 local PY2_STR = { ascii = 0, bytes = 1, latin1 = 2 }
@@ -390,8 +414,9 @@ values = core.value_setup({ fail = conn_fail, send_prep = send_prep, recv_prep =
 --- conn:send(v [, opts]) -> true | nil, message, code
 -- Sends v as one pickled message, as Python's Connection.send(obj).  opts:
 -- protocol (2, 3, 4 or 5; default 4; 2 for Python 2.7 peers), max_depth
--- (default 1000).  Raises if v cannot be sent as a Python value.
-Connection.send = values.send
+-- (default 1000).  Raises if v cannot be sent as a Python value.  Through
+-- the class, guarded against SIGPIPE (see Connection.send_bytes).
+Connection.send = values.pipe_send
 
 --- conn:recv([opts]) -> value | nil, message, code
 -- Receives one pickled message, as Python's Connection.recv(), but safely:
@@ -514,11 +539,8 @@ end
 --- mpconn.encode(v [, opts]) -> the pickle conn:send(v, opts) would send.
 function M.encode(v, opts)
   if opts ~= nil and type(opts) ~= "table" then argerror(2, "encode", "options table expected") end
-  local protocol = opts and opts.protocol or 4
-  if math_type(protocol) ~= "integer" or protocol < 2 or protocol > 5 then
-    error(format("option protocol to 'encode': 2, 3, 4 or 5 expected, got %s", tostring(protocol)), 2)
-  end
-  return values.encode(v, protocol, opts and opts.max_depth or 0)
+  local packed = send_options(opts, "encode", 3)
+  return values.encode(v, packed & 0xff, packed >> 8)
 end
 
 --- mpconn.decode(pickle [, opts]) -> value | nil, message, "VALUE"
@@ -545,8 +567,7 @@ end
 -- True if a message (or end of file) is waiting; waits up to timeout
 -- seconds (default 0: check once without blocking).
 function Connection:poll(timeout)
-  local h = self[1]
-  if not h then dead(self, "poll") end
+  local h = handle(self, "poll")
   local st, ready = c_poll(h, to_ms(timeout, 1, "poll", 0))
   if st == OK then return ready end
   return conn_fail(h, st)
@@ -554,14 +575,13 @@ end
 
 --- conn:fileno() -> integer
 function Connection:fileno()
-  local h = self[1]
-  if not h then dead(self, "fileno") end
+  local h = handle(self, "fileno")
   return core.mpc_conn_fileno(h)
 end
 
 --- conn:close(): closes the connection; later calls do nothing.
 function Connection:close()
-  local h = self[1]
+  local h = type(self) == "table" and rawget(self, 1)
   if h then
     self[1] = nil
     c_conn_close(h)
@@ -573,65 +593,71 @@ end
 --- conn:is_closed(), conn:is_readable(), conn:is_writable() -> boolean
 function Connection:is_closed()
   if getmetatable(self) ~= Conn_mt then dead(self, "is_closed") end
-  return self[1] == nil
+  return rawget(self, 1) == nil
 end
 function Connection:is_readable()
-  local h = self[1]
-  if not h then dead(self, "is_readable") end
+  local h = handle(self, "is_readable")
   return core.mpc_conn_readable(h) ~= 0
 end
 function Connection:is_writable()
-  local h = self[1]
-  if not h then dead(self, "is_writable") end
+  local h = handle(self, "is_writable")
   return core.mpc_conn_writable(h) ~= 0
 end
 
 --- conn:peer() -> string: "host:port" for TCP, "" for Unix sockets and pipes.
 function Connection:peer()
-  local h = self[1]
-  if not h then dead(self, "peer") end
+  local h = handle(self, "peer")
   return core.mpc_conn_peer(h)
 end
 
 --- conn:buffered() -> integer: bytes read from the socket, not yet returned.
 function Connection:buffered()
-  local h = self[1]
-  if not h then dead(self, "buffered") end
+  local h = handle(self, "buffered")
   return core.mpc_conn_buffered(h)
 end
 
---- conn:set_timeout(seconds | nil): deadline of each send/recv (nil: none).
+--- conn:set_timeout(seconds | nil): deadline of each send/recv (nil, a
+-- negative number or math.huge: none).  0 raises: it is reserved for the
+-- non-blocking mode (SPEC 8), which does not exist yet, and must never
+-- mean "no limit" (the C library's 0).
 function Connection:set_timeout(t)
-  local h = self[1]
-  if not h then dead(self, "set_timeout") end
-  core.mpc_conn_set_timeout(h, to_ms(t, 1, "set_timeout", -1))
+  handle(self, "set_timeout")
+  if t == 0 then
+    argerror(1, "set_timeout", "0 is reserved for the non-blocking mode, not available yet; "
+      .. "use a positive number of seconds, or nil for no limit")
+  end
+  local ms = to_ms(t, 1, "set_timeout", -1)
+  core.mpc_conn_set_timeout(handle(self, "set_timeout"), ms)
 end
 
 --- conn:detach() -> fd: forgets the connection without closing its
 -- descriptor (the caller owns the fd).
 function Connection:detach()
-  local h = self[1]
-  if not h then dead(self, "detach") end
+  local h = handle(self, "detach")
   self[1] = nil
-  return core.mpc_conn_detach(h)
+  return core.conn_detach(h)
 end
 
 --- conn:deliver_challenge(key [, opts]), conn:answer_challenge(key [, opts])
 -- -> true | nil, message, code: the handshake legs, for connections made
 -- without an authkey (e.g. from mpconn.pipe()).
 function Connection:deliver_challenge(key, opts)
-  local h = self[1]
-  if not h then dead(self, "deliver_challenge") end
+  handle(self, "deliver_challenge")
   if type(key) ~= "string" then argerror(1, "deliver_challenge", "string expected, got " .. type(key)) end
-  local st = core.mpc_conn_deliver_challenge(h, key, c_options(opts, 2, "deliver_challenge"))
+  local o = c_options(opts, 2, "deliver_challenge")
+  -- Read again after c_options allocated (a finalizer may have closed it).
+  local h = handle(self, "deliver_challenge")
+  local st = core.mpc_conn_deliver_challenge(h, key, o)
   if st == OK then return true end
   return conn_fail(h, st)
 end
 function Connection:answer_challenge(key, opts)
-  local h = self[1]
-  if not h then dead(self, "answer_challenge") end
+  handle(self, "answer_challenge")
   if type(key) ~= "string" then argerror(1, "answer_challenge", "string expected, got " .. type(key)) end
-  local st = core.mpc_conn_answer_challenge(h, key, c_options(opts, 2, "answer_challenge"))
+  local o = c_options(opts, 2, "answer_challenge")
+  -- Read again after c_options allocated (a finalizer may have closed it).
+  local h = handle(self, "answer_challenge")
+  local st = core.mpc_conn_answer_challenge(h, key, o)
   if st == OK then return true end
   return conn_fail(h, st)
 end
@@ -693,7 +719,7 @@ function Listener:close()
   local h = type(self) == "table" and rawget(self, "_listener")
   if h then
     self._listener = nil
-    core.mpc_listener_close(h)
+    core.listener_close(h)
   elseif getmetatable(self) ~= Listener_mt then
     listener_handle(self, "close")
   end
@@ -708,7 +734,7 @@ local function listener_gc(self)
   local h = rawget(self, "_listener")
   if h then
     self._listener = nil
-    core.mpc_listener_close(h)
+    core.listener_close(h)
   end
 end
 Listener_mt.__gc = listener_gc
@@ -727,6 +753,7 @@ end
 -- listener.family is "AF_INET", "AF_INET6" or "AF_UNIX".
 function M.listen(address, opts)
   if type(address) ~= "string" then argerror(1, "listen", "address string expected, got " .. type(address)) end
+  if address:find("\0", 1, true) then argerror(1, "listen", "the address contains a zero byte") end
   local st, h, msg = core.mpc_listen(address, c_options(opts, 2, "listen"))
   if st ~= OK then
     if st == core.MPC_INVAL then error(msg, 2) end
@@ -745,6 +772,7 @@ end
 -- key is nil, message, "AUTH".
 function M.connect(address, opts)
   if type(address) ~= "string" then argerror(1, "connect", "address string expected, got " .. type(address)) end
+  if address:find("\0", 1, true) then argerror(1, "connect", "the address contains a zero byte") end
   local st, h, msg = core.mpc_connect(address, c_options(opts, 2, "connect"))
   if st == OK then return wrap_conn(h) end
   if st == core.MPC_INVAL then error(msg, 2) end

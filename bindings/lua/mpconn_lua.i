@@ -26,7 +26,7 @@
  */
 %module mpconn_core
 
-/* dladdr and RTLD_NODELETE (the allocator hand-off pins the module). */
+/* sigtimedwait, pthread_sigmask (the SIGPIPE guard). */
 %begin %{
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -106,8 +106,13 @@ static void mpcl_options(lua_State *L, int idx, mpc_options *o)
 
 /* ---- handles ---------------------------------------------------------------- */
 /* A handle argument must be a live pointer, never nil (NULL). */
-%typemap(check) mpc_conn *c, const mpc_conn *c, mpc_listener *l, const mpc_listener *l
-%{ if (!$1) return luaL_error(L, "$symname: handle is nil"); %}
+/* A closed handle holds NULL (core.conn_close and friends clear it before
+ * freeing the object), so this is also the "closed" check, made on entry
+ * to every wrapper, after the arguments are converted. */
+%typemap(check) mpc_conn *c, const mpc_conn *c
+%{ if (!$1) return luaL_error(L, "$symname: connection is closed"); %}
+%typemap(check) mpc_listener *l, const mpc_listener *l
+%{ if (!$1) return luaL_error(L, "$symname: listener is closed"); %}
 
 /* Connection handles are converted on every send and receive: compare the
  * type descriptor directly (what SWIG_ConvertPtr does after a name lookup)
@@ -309,9 +314,29 @@ static int mpcl_monotonic(lua_State *L)
  *   self[1]    the connection's SWIG handle (nil once closed)
  *   upvalue 1  prep: the Lua argument check for every case the closure
  *              does not take (see mpcl_prep)
- *   upvalue 2  fail(h, status): the Lua failure convention (nil, message,
- *              code, or a raised error for misuse)
+ *   upvalue 2  fail(h, status, level, message): the Lua failure convention
+ *              (nil, message, code, or a raised error for misuse)
  *   upvalue 3  recv_bytes only: the staging buffer (mpcl_stage userdata).
+ *
+ * Finalizers.  Any Lua allocation (a string, a table, a userdata, a Lua
+ * call that grows the stack) may run a GC step, and the GC step may run
+ * __gc metamethods: Lua code that can close, receive on or send on the very
+ * connection a method is using.  Two rules keep that safe:
+ *   - closing (core.conn_close, core.conn_detach, core.listener_close)
+ *     clears the pointer inside the handle's SWIG userdata before the object
+ *     is freed, and the C code reads the pointer from that userdata (kept on
+ *     its stack, so alive) after its last Lua allocation and before each use
+ *     (mpcl_live): a connection closed in the meantime raises
+ *     "<method>: connection is closed", the error of a closed connection,
+ *     instead of touching freed memory.  SWIG wrappers read the pointer on
+ *     entry and raise the same way (the check typemap);
+ *   - a message is taken off the stream before its string is made.
+ *     lua_pushlstring allocates the string and copies the bytes into it
+ *     before its GC step runs (an emergency collection, on a failed
+ *     allocation, never runs finalizers), so a finalizer that receives on
+ *     the same connection gets the next message, never the same one again,
+ *     and nothing the finalizer does can move the bytes being copied.  A
+ *     memory error raised there loses that message (it was consumed).
  *
  * Receiving: Lua 5.4 can only make a string by copying bytes into it
  * (lua_pushlstring; luaL_Buffer copies its box the same way), so a message
@@ -321,16 +346,15 @@ static int mpcl_monotonic(lua_State *L)
  * calls: the library's fresh buffer per message was page-faulted in again
  * and again (1 MiB ping-pong: ~40 faults per round trip, 6 with the staging
  * buffer).  One buffer per Lua state is enough: it holds a message only
- * inside one recv_bytes call (no Lua code runs between the read and the
- * copy), so connections and coroutines share it.  It starts at page offset
+ * between the read and the copy inside lua_pushlstring, where no Lua code
+ * runs, so connections and coroutines share it.  It starts at page offset
  * MPCL_STAGE_OFFSET (SPEC 6: buffers at page offset 0 or 16 make copies slow
  * through 4K aliasing), grows to the longest message it took and stays until
  * the module is collected: at most MPCL_STAGE_MAX plus 6 KiB.  Longer
- * messages are read into the library's own buffer (mpc_recv_bytes), where
- * measurements showed no gain from staging (the copy into the string
- * dominates) and memory would stay pinned.  All of this is the fallback for
- * messages of MPCL_DIRECT_MIN bytes or more: those are read straight into
- * the block that becomes their string ("the allocator hand-off" below). */
+ * messages are read into the library's own buffer (mpc_recv_bytes), held by
+ * a holder userdata whose __gc frees it if making the string raises a memory
+ * error (a host may cap its Lua allocator).  The module never replaces the
+ * state's allocator (SPEC 11). */
 %{
 #include <errno.h>
 #include <signal.h>
@@ -342,28 +366,18 @@ static int mpcl_monotonic(lua_State *L)
 #define MPCL_STAGE_OFFSET 2112 /* the core's read buffer uses the same page offset */
 #define MPCL_STAGE_MAX ((size_t)4 << 20)
 
-typedef struct mpcl_direct mpcl_direct;
-
 typedef struct mpcl_stage {
     unsigned char *block; /* what malloc returned (NULL: no buffer) */
     unsigned char *buf;   /* block, aligned up to a page, + MPCL_STAGE_OFFSET */
     size_t cap;           /* usable bytes at buf */
-    mpcl_direct *direct;  /* the allocator hand-off of this Lua state (below) */
 } mpcl_stage;
 
-static void mpcl_direct_release(lua_State *L, mpcl_direct *d);
-
-/* Also where the allocator wrapper is taken out: the staging userdata lives
- * as long as recv_bytes, and at lua_close its finalizer runs before any
- * object is freed (and before the C libraries are unloaded). */
 static int mpcl_stage_gc(lua_State *L)
 {
     mpcl_stage *s = (mpcl_stage *)lua_touserdata(L, 1);
     free(s->block);
     s->block = s->buf = NULL;
     s->cap = 0;
-    if (s->direct) mpcl_direct_release(L, s->direct);
-    s->direct = NULL;
     return 0;
 }
 
@@ -386,266 +400,52 @@ static int mpcl_stage_reserve(mpcl_stage *s, size_t need)
     return 0;
 }
 
-/* ---- long messages straight into their string: the allocator hand-off ------
- * Why: Lua 5.4 has no call that makes a string and lets C fill it, so a
- * received message is read into memory of ours and lua_pushlstring copies
- * it into the string it allocates: one more pass over every byte than a C
- * program receiving into its own buffer (3 passes against 2 at 16 MiB,
- * counting the kernel's).  For long messages the binding instead reads the
- * payload into the very block that becomes the string.
- *
- * The contract relied upon (Lua 5.4 reference manual, lua_Alloc): every
- * allocation of a Lua state goes through its allocator function, which
- * lua_getallocf/lua_setallocf read and replace; when ptr is NULL, osize
- * tells the type of the object being allocated (LUA_TSTRING for a string).
- * Beyond the manual, and checked at load instead of assumed: a long string
- * is one block of header + len + 1 bytes whose contents start header bytes
- * in, lua_pushlstring allocates that block before anything else and then
- * copies the bytes into it.
- *
- * How: at load, the state's allocator is wrapped (mpcl_direct_alloc: the
- * original f and ud are kept, every call is forwarded unchanged unless the
- * wrapper is armed).  For a message of d->min bytes or more, recv_bytes
- * allocates header + len + 1 bytes through the original allocator, reads
- * the payload to block + header in one go (mpc_recv_payload), arms the
- * wrapper with (block, exact size) and calls lua_pushlstring(block +
- * header, len): Lua asks for a string block of exactly that size, gets
- * ours, and copies the bytes onto themselves (glibc's memcpy returns at
- * once when source and destination are equal: 16 MiB in ~15 ns here).  The
- * string is then an ordinary Lua string, freed by Lua through the wrapper,
- * which hands the block back to the original allocator it came from.
- *
- * Self-check and fallback, so a Lua that works differently costs a copy and
- * never correctness:
- *   - at load (mpcl_direct_probe) a long string is pushed with the wrapper
- *     watching: the header is the distance from the block Lua asked for to
- *     the bytes lua_tolstring returns, and the request must have been
- *     exactly header + len + 1; then one trial hand-off must produce a
- *     string at block + header with the right bytes.  Anything else leaves
- *     the path off (recv_direct() tells why) and every message is copied;
- *   - per message: the path is taken only if lua_getallocf still returns
- *     this wrapper and this state (a host may have replaced or stacked the
- *     allocator since), nothing is armed already, and the message fits one
- *     allocation step of the library (mpc_recv_alloc_step: no more is
- *     reserved than the library itself would reserve for that header);
- *   - after the push: if the wrapper did not hand the block out, Lua copied
- *     the bytes into a block of its own (still correct) and ours is freed.
- *     The arm is one-shot and matches only a string request of that exact
- *     size.  An arm can only be left behind if Lua raises inside that
- *     lua_pushlstring after declining the block (a memory error in its own
- *     allocation); it is harmless: a later string of exactly that size gets
- *     a valid block, or the block is freed with the wrapper, and while an
- *     arm is pending the path is not taken (which also keeps a recv_bytes
- *     run by a finalizer inside lua_pushlstring's GC step off our arm).
- * A payload read that fails frees the block; the connection is left as the
- * copying path leaves it (the same mpc_recv_payload call).  State is per
- * Lua state (d, the wrapper's ud; no globals), and a state is never used by
- * two threads at once.  The wrapper is taken out when the staging userdata
- * is collected (at the latest at lua_close, before objects are freed) if it
- * is still the state's allocator; if another was stacked on top, it may
- * forward to ours, so ours stays, and the module is pinned in memory
- * (RTLD_NODELETE) when the wrapper is installed so its code outlives the
- * dlclose of lua_close. */
-#include <dlfcn.h>
+/* The holder: C memory that a call owns while it allocates Lua memory,
+ * released by its __gc if a Lua error interrupts the call, else at once by
+ * mpcl_hold_release.  Used for received messages (buf) and by the value
+ * conversions below (tree, buf, and the pointer set of shared nodes). */
+typedef struct mpcl_hold {
+    mpc_value *tree;
+    void *buf;            /* a message, a pickle or a repr text (mpc_free) */
+    const mpc_value **keys; /* open addressing; NULL = empty slot */
+    unsigned char *cnt;   /* 1 = seen once, 2 = shared */
+    size_t cap, n, shared;
+} mpcl_hold;
 
-/* From what length the hand-off pays (CPU time per message of both pinned
- * peers, Lua <-> Lua stream): 4 KiB +1% (no gain), 8 KiB -5%, 16 KiB -7%,
- * 64 KiB -12%, 256 KiB -10%; ping-pong is even at 8-16 KiB, -8% at 32 KiB. */
-#define MPCL_DIRECT_MIN ((size_t)16 * 1024)
-#define MPCL_DIRECT_HEADER_MAX 256          /* a sane string header, for the probe */
+#define MPCL_HOLD_MT "mpconn.core.hold"
 
-struct mpcl_direct {
-    lua_Alloc f;            /* the wrapped allocator and its ud */
-    void *ud;
-    int watch;              /* arm or probing set: the only test on every call */
-    unsigned char *arm;     /* handed to the next string request of arm_size bytes */
-    size_t arm_size;
-    int probing;            /* record the next string request (the load-time probe) */
-    unsigned char *probe_block;
-    size_t probe_size;
-    int installed;          /* mpcl_direct_alloc was set as the state's allocator */
-    int enabled;            /* the probe passed and nothing went wrong since */
-    int test_miss;          /* tests: arm the next hand-off with a wrong size */
-    const char *why;        /* why the path is off */
-    size_t header;          /* bytes before a long string's contents */
-    size_t min;             /* messages from this length take the path */
-    lua_Integer direct;     /* messages received in place */
-    lua_Integer copied;     /* hand-offs Lua declined (copied, block freed) */
-};
-
-/* Sets the arm (block NULL: none) and the probe flag, and watch with them. */
-static void mpcl_direct_set(mpcl_direct *d, unsigned char *arm, size_t arm_size, int probing)
+static void mpcl_hold_release(mpcl_hold *h)
 {
-    d->arm = arm;
-    d->arm_size = arm_size;
-    d->probing = probing;
-    d->watch = arm != NULL || probing;
+    mpc_value_free(h->tree);
+    mpc_free(h->buf);
+    free(h->keys);
+    free(h->cnt);
+    memset(h, 0, sizeof *h);
 }
 
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static void *mpcl_direct_watched(mpcl_direct *d, void *ptr, size_t osize, size_t nsize)
+static int mpcl_hold_gc(lua_State *L)
 {
-    if (ptr == NULL && osize == LUA_TSTRING) {
-        if (d->arm && nsize == d->arm_size) {
-            void *b = d->arm;
-            mpcl_direct_set(d, NULL, 0, d->probing);
-            return b;
-        }
-        if (d->probing) {
-            mpcl_direct_set(d, d->arm, d->arm_size, 0);
-            d->probe_block = (unsigned char *)d->f(d->ud, NULL, LUA_TSTRING, nsize);
-            d->probe_size = nsize;
-            return d->probe_block;
-        }
-    }
-    return d->f(d->ud, ptr, osize, nsize);
+    mpcl_hold_release((mpcl_hold *)lua_touserdata(L, 1));
+    return 0;
 }
 
-/* The wrapper: forwards every call unchanged except a string allocation
- * while armed or probing.  Every allocation of the state runs through it,
- * so the common case is one test and a tail call (callgrind: 5
- * instructions). */
-static void *mpcl_direct_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+/* Makes sure the holder's metatable exists (at setup). */
+static void mpcl_hold_setup(lua_State *L)
 {
-    mpcl_direct *d = (mpcl_direct *)ud;
-    if (d->watch) return mpcl_direct_watched(d, ptr, osize, nsize);
-    return d->f(d->ud, ptr, osize, nsize);
-}
-
-/* Keeps this module mapped until the process ends.  0, or -1 if it cannot. */
-static int mpcl_direct_pin(void)
-{
-#if defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
-    Dl_info info;
-    if (!dladdr((void *)mpcl_direct_alloc, &info) || !info.dli_fname) return -1;
-    return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) ? 0 : -1;
-#else
-    return -1;
-#endif
-}
-
-/* Finds the string header and tries one hand-off (see above); sets
- * d->enabled or d->why. */
-static void mpcl_direct_probe(lua_State *L, mpcl_direct *d)
-{
-    enum { N = 100 }; /* a long string: above LUAI_MAXSHORTLEN (40) */
-    char text[N];
-    const unsigned char *p;
-    unsigned char *b;
-    size_t i, n = 0;
-    for (i = 0; i < N; i++) text[i] = (char)(i * 37 + 11);
-    mpcl_direct_set(d, NULL, 0, 1);
-    lua_pushlstring(L, text, N);
-    p = (const unsigned char *)lua_tolstring(L, -1, &n);
-    if (d->probing || !d->probe_block || p <= d->probe_block
-        || (size_t)(p - d->probe_block) > MPCL_DIRECT_HEADER_MAX
-        || d->probe_size != (size_t)(p - d->probe_block) + N + 1) {
-        mpcl_direct_set(d, NULL, 0, 0);
-        d->why = "probe: a long string is not one block of header + length + 1 bytes";
-        lua_pop(L, 1);
-        return;
-    }
-    d->header = (size_t)(p - d->probe_block);
-    d->probe_block = NULL;
-    lua_pop(L, 1);
-    /* The trial: different bytes, so a copy of the probe cannot pass. */
-    if (!(b = (unsigned char *)d->f(d->ud, NULL, LUA_TSTRING, d->header + N + 1))) {
-        d->why = "probe: out of memory";
-        return;
-    }
-    for (i = 0; i < N; i++) text[i] = (char)(255 - i);
-    memcpy(b + d->header, text, N);
-    mpcl_direct_set(d, b, d->header + N + 1, 0);
-    lua_pushlstring(L, (const char *)b + d->header, N);
-    p = (const unsigned char *)lua_tolstring(L, -1, &n);
-    if (d->arm == b) {
-        mpcl_direct_set(d, NULL, 0, 0);
-        d->f(d->ud, b, d->header + N + 1, 0);
-        d->why = "probe: Lua did not build the string in the block offered";
-    } else if (p != b + d->header || n != N || memcmp(p, text, N) != 0) {
-        d->why = "probe: the string offered was not used as expected"; /* b is Lua's now */
-    } else {
-        d->enabled = 1;
+    if (luaL_newmetatable(L, MPCL_HOLD_MT)) {
+        lua_pushcfunction(L, mpcl_hold_gc);
+        lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
 }
 
-/* A hand-off for state L (never fails: without it every message is copied). */
-static mpcl_direct *mpcl_direct_install(lua_State *L)
+/* A new holder, pushed.  An allocation: re-read handles after it. */
+static mpcl_hold *mpcl_hold_new(lua_State *L)
 {
-    mpcl_direct *d = (mpcl_direct *)calloc(1, sizeof *d);
-    if (!d) return NULL;
-    d->f = lua_getallocf(L, &d->ud);
-    d->min = MPCL_DIRECT_MIN;
-    if (mpcl_direct_pin() < 0) {
-        d->why = "the module could not be pinned in memory";
-        return d;
-    }
-    lua_setallocf(L, mpcl_direct_alloc, d);
-    d->installed = 1;
-    mpcl_direct_probe(L, d);
-    return d;
-}
-
-/* Takes the wrapper out if it is still the state's allocator. */
-static void mpcl_direct_release(lua_State *L, mpcl_direct *d)
-{
-    void *ud = NULL;
-    if (d->arm) d->f(d->ud, d->arm, d->arm_size, 0);
-    mpcl_direct_set(d, NULL, 0, 0);
-    d->enabled = 0;
-    d->why = "the module was collected";
-    if (d->installed) {
-        if (lua_getallocf(L, &ud) != mpcl_direct_alloc || ud != d) return; /* still forwarded to: kept */
-        lua_setallocf(L, d->f, d->ud);
-    }
-    free(d);
-}
-
-/* Whether a message of len bytes can be received in place now. */
-static int mpcl_direct_ok(lua_State *L, mpcl_direct *d, uint64_t len)
-{
-    void *ud = NULL;
-    return d && d->enabled && !d->arm && len >= (uint64_t)d->min
-        && (uint64_t)mpc_recv_alloc_step(len, 0) == len
-        && lua_getallocf(L, &ud) == mpcl_direct_alloc && ud == d;
-}
-
-/* Receives the pending message of len bytes into a string built in place
- * and pushes it.  MPC_NOMEM (message still pending, unread) if the block
- * cannot be allocated; a failed read pushes nothing and frees the block. */
-static mpc_status mpcl_recv_direct(lua_State *L, mpc_conn *c, mpcl_direct *d, size_t len)
-{
-    size_t size = d->header + len + 1;
-    unsigned char *b = (unsigned char *)d->f(d->ud, NULL, LUA_TSTRING, size);
-    const char *p;
-    mpc_status st;
-    if (!b) return MPC_NOMEM;
-    if ((st = mpc_recv_payload(c, b + d->header, len)) != MPC_OK) {
-        d->f(d->ud, b, size, 0);
-        return st;
-    }
-    mpcl_direct_set(d, b, size + (d->test_miss ? 1 : 0), 0);
-    d->test_miss = 0;
-    lua_pushlstring(L, (const char *)b + d->header, len);
-    p = lua_tostring(L, -1);
-    if (d->arm == b) {
-        /* Declined: Lua copied the bytes into a block of its own. */
-        mpcl_direct_set(d, NULL, 0, 0);
-        d->f(d->ud, b, size, 0);
-        d->copied++;
-    } else if (p != (const char *)b + d->header) {
-        /* Taken but laid out otherwise than the probe found: cannot happen
-         * with the Lua that passed the probe; never hand out such a string. */
-        d->enabled = 0;
-        d->why = "a string was not built where the probe said";
-        luaL_error(L, "recv_bytes: internal error: %s", d->why);
-    } else {
-        d->direct++;
-    }
-    return MPC_OK;
+    mpcl_hold *h = (mpcl_hold *)lua_newuserdatauv(L, sizeof *h, 0);
+    memset(h, 0, sizeof *h);
+    luaL_setmetatable(L, MPCL_HOLD_MT);
+    return h;
 }
 
 /* The handle of the connection table at index 1, pushed at top + 1 (top:
@@ -670,6 +470,16 @@ none:
     return NULL;
 }
 
+/* The connection of the handle at hidx (from mpcl_self), read again after a
+ * Lua allocation: raises "<what>: connection is closed" if a finalizer
+ * closed it meanwhile. */
+static mpc_conn *mpcl_live(lua_State *L, int hidx, const char *what)
+{
+    mpc_conn *c = (mpc_conn *)((swig_lua_userdata *)lua_touserdata(L, hidx))->ptr;
+    if (!c) luaL_error(L, "%s: connection is closed", what);
+    return c;
+}
+
 /* Every case the fast path does not take: prep(...) with the caller's nargs
  * arguments checks them as lua/mpconn.lua documents (raising on misuse or a
  * closed connection) and returns the normalised argument 2: the string to
@@ -689,24 +499,39 @@ static mpc_conn *mpcl_prep(lua_State *L, int nargs, int *hidx)
     return c;
 }
 
-/* fail(h, st)'s results: nil, message, code (or it raises). */
-static int mpcl_fail(lua_State *L, int hidx, mpc_status st)
+/* fail(h, st, nil, message)'s results: nil, message, code (or it raises).
+ * The message of c is copied before anything is allocated, so the Lua side
+ * never reads a handle that a finalizer may have closed. */
+static int mpcl_fail_with(lua_State *L, int fail, int hidx, mpc_conn *c, mpc_status st)
 {
+    char msg[MPC_ERRMSG_MAX + 64];
+    const char *m = c ? mpc_conn_errmsg(c) : NULL;
     int base = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(2));
+    snprintf(msg, sizeof msg, "%s", m ? m : "");
+    lua_pushvalue(L, fail);
     lua_pushvalue(L, hidx);
     lua_pushinteger(L, (lua_Integer)st);
-    lua_call(L, 2, LUA_MULTRET);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_call(L, 4, LUA_MULTRET);
     return lua_gettop(L) - base;
 }
 
+static int mpcl_fail(lua_State *L, int hidx, mpc_conn *c, mpc_status st)
+{
+    return mpcl_fail_with(L, lua_upvalueindex(2), hidx, c, st);
+}
+
 /* A write to a one-way pipe whose reader is gone raises SIGPIPE, which kills
- * a stand-alone lua5.4.  For pipe writers (mpconn.pipe(false)) the send runs
- * with SIGPIPE blocked in the calling thread; a SIGPIPE that this write
- * raised (the send failed with EPIPE) is taken off the pending set, so the
- * caller gets nil, message, "OS" as from a socket.  Signal dispositions are
- * never changed, and a thread that already blocks SIGPIPE keeps its own
- * handling (its pending signals are not touched). */
+ * a stand-alone lua5.4.  For pipe writers (mpconn.pipe(false)) and for the
+ * methods called through the class (mpconn.Connection.send_bytes(w, s),
+ * which does not know what w is) the send runs with SIGPIPE blocked in the
+ * calling thread; a SIGPIPE that this write raised (the send failed with
+ * EPIPE) is taken off the pending set, so the caller gets nil, message,
+ * "OS" as from a socket.  Signal dispositions are never changed, and a
+ * thread that already blocks SIGPIPE keeps its own handling (its pending
+ * signals are not touched).  Once the core never raises SIGPIPE itself
+ * (SPEC 11), this guard goes. */
 typedef struct mpcl_sigpipe { sigset_t set, old; int guarded; } mpcl_sigpipe;
 
 static void mpcl_sigpipe_block(mpcl_sigpipe *g)
@@ -748,14 +573,15 @@ static int mpcl_send_common(lua_State *L, int pipe_writer)
         st = mpc_send_bytes(c, s, n);
     }
     if (st == MPC_OK) { lua_pushboolean(L, 1); return 1; }
-    return mpcl_fail(L, hidx, st);
+    return mpcl_fail(L, hidx, c, st);
 }
 static int mpcl_send_bytes(lua_State *L) { return mpcl_send_common(L, 0); }
 static int mpcl_send_bytes_pipe(lua_State *L) { return mpcl_send_common(L, 1); }
 
 /* conn:send_many(list).  The strings stay referenced by the list for the
- * whole call (no Lua code runs in it), so their pointers stay valid after
- * they leave the stack. */
+ * whole call, so their pointers stay valid after they leave the stack; the
+ * one allocation (the array, for more than ON_STACK messages) comes before
+ * the handle is read again. */
 static int mpcl_send_many_common(lua_State *L, int pipe_writer)
 {
     enum { ON_STACK = 256, POP_EVERY = 32 };
@@ -764,13 +590,15 @@ static int mpcl_send_many_common(lua_State *L, int pipe_writer)
     mpc_conn *c;
     size_t i, n;
     mpc_status st;
-    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !(c = mpcl_self(L, 2, &hidx)))
-        c = mpcl_prep(L, lua_gettop(L), &hidx);
+    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !mpcl_self(L, 2, &hidx))
+        mpcl_prep(L, lua_gettop(L), &hidx);
     luaL_checktype(L, 2, LUA_TTABLE);
     n = (size_t)lua_rawlen(L, 2);
     if (n > ON_STACK) {
         if (n > SIZE_MAX / sizeof(mpc_buf)) return luaL_error(L, "send_many: too many messages");
         v = (mpc_buf *)lua_newuserdatauv(L, n * sizeof(mpc_buf), 0);
+        n = (size_t)lua_rawlen(L, 2); /* a finalizer may have changed the list: never more than v holds */
+        if (n * sizeof(mpc_buf) > lua_rawlen(L, -1)) return luaL_error(L, "send_many: the list grew during the call");
     }
     luaL_checkstack(L, POP_EVERY + 1, "send_many");
     base = lua_gettop(L);
@@ -784,6 +612,7 @@ static int mpcl_send_many_common(lua_State *L, int pipe_writer)
         if ((i + 1) % POP_EVERY == 0) lua_settop(L, base);
     }
     lua_settop(L, base);
+    c = mpcl_live(L, hidx, "send_many");
     if (pipe_writer) {
         mpcl_sigpipe g;
         mpcl_sigpipe_block(&g);
@@ -793,33 +622,33 @@ static int mpcl_send_many_common(lua_State *L, int pipe_writer)
         st = mpc_send_many(c, v, n);
     }
     if (st == MPC_OK) { lua_pushboolean(L, 1); return 1; }
-    return mpcl_fail(L, hidx, st);
+    return mpcl_fail(L, hidx, c, st);
 }
 static int mpcl_send_many(lua_State *L) { return mpcl_send_many_common(L, 0); }
 static int mpcl_send_many_pipe(lua_State *L) { return mpcl_send_many_common(L, 1); }
 
 /* The pending message of len bytes (len > MPCL_SMALL) into a new string,
- * pushed.  From d->min bytes built in place (mpcl_recv_direct) when the
- * hand-off is available.  Otherwise, up to MPCL_STAGE_MAX through the
- * staging buffer, in one read; MPC_NOMEM if the buffer cannot grow, with the
- * message still pending and unread (the stream stays in step).  Longer
- * messages through the library's buffer (mpc_recv_bytes takes the pending
- * message). */
-static mpc_status mpcl_recv_long(lua_State *L, mpc_conn *c, mpcl_stage *s, uint64_t len,
+ * pushed.  Up to MPCL_STAGE_MAX through the staging buffer, in one read;
+ * MPC_NOMEM if the buffer cannot grow, with the message still pending and
+ * unread (the stream stays in step).  Longer messages through the library's
+ * buffer, held by a holder (mpc_recv_bytes takes the pending message, or
+ * the next one if a finalizer run by the holder's allocation took it).
+ * *cp is the connection, read again after that allocation. */
+static mpc_status mpcl_recv_long(lua_State *L, int hidx, mpc_conn **cp, mpcl_stage *s, uint64_t len,
                                  size_t maxlength)
 {
     mpc_status st;
-    if (mpcl_direct_ok(L, s->direct, len)) return mpcl_recv_direct(L, c, s->direct, (size_t)len);
     if (len > (uint64_t)MPCL_STAGE_MAX) {
-        void *p = NULL;
         size_t n = 0;
-        if ((st = mpc_recv_bytes(c, maxlength, &p, &n)) != MPC_OK) return st;
-        lua_pushlstring(L, (const char *)p, n); /* a memory error here leaks p: out of memory anyway */
-        mpc_free(p);
+        mpcl_hold *h = mpcl_hold_new(L);
+        *cp = mpcl_live(L, hidx, "recv_bytes");
+        if ((st = mpc_recv_bytes(*cp, maxlength, &h->buf, &n)) != MPC_OK) return st;
+        lua_pushlstring(L, (const char *)h->buf, n); /* a memory error: the holder frees the buffer */
+        mpcl_hold_release(h);
         return MPC_OK;
     }
     if (mpcl_stage_reserve(s, (size_t)len) < 0) return MPC_NOMEM;
-    if ((st = mpc_recv_payload(c, s->buf, (size_t)len)) != MPC_OK) return st;
+    if ((st = mpc_recv_payload(*cp, s->buf, (size_t)len)) != MPC_OK) return st;
     lua_pushlstring(L, (const char *)s->buf, (size_t)len);
     return MPC_OK;
 }
@@ -842,13 +671,13 @@ static int mpcl_recv_bytes(lua_State *L)
         maxlength = luaL_checkinteger(L, 2);
     }
     {
-        /* A message already whole in the read buffer: straight from there
-         * into its string, then off the stream (a memory error raised by
-         * lua_pushlstring leaves it unconsumed). */
+        /* A message already whole in the read buffer: off the stream, then
+         * straight from there into its string (see "Finalizers" above: the
+         * bytes stay put until the next call on c). */
         const void *view;
         if (mpc_recv_peek(c, maxlength < 0 ? MPC_NO_LIMIT : (size_t)maxlength, &view, &len) == MPC_OK) {
-            lua_pushlstring(L, (const char *)view, len);
             mpc_recv_consume(c);
+            lua_pushlstring(L, (const char *)view, len);
             return 1;
         }
     }
@@ -859,18 +688,18 @@ static int mpcl_recv_bytes(lua_State *L)
             lua_pushlstring(L, small_, len);
             return 1;
         }
-        if (st != MPC_TOOSHORT) return mpcl_fail(L, hidx, st);
+        if (st != MPC_TOOSHORT) return mpcl_fail(L, hidx, c, st);
         declared = (uint64_t)len;
     } else {
         st = mpc_recv_begin(c, (size_t)maxlength, &declared);
-        if (st != MPC_OK) return mpcl_fail(L, hidx, st);
+        if (st != MPC_OK) return mpcl_fail(L, hidx, c, st);
         if (declared <= sizeof small_) {
-            if ((st = mpc_recv_payload(c, small_, (size_t)declared)) != MPC_OK) return mpcl_fail(L, hidx, st);
+            if ((st = mpc_recv_payload(c, small_, (size_t)declared)) != MPC_OK) return mpcl_fail(L, hidx, c, st);
             lua_pushlstring(L, small_, (size_t)declared);
             return 1;
         }
     }
-    st = mpcl_recv_long(L, c, (mpcl_stage *)lua_touserdata(L, lua_upvalueindex(3)), declared,
+    st = mpcl_recv_long(L, hidx, &c, (mpcl_stage *)lua_touserdata(L, lua_upvalueindex(3)), declared,
                         maxlength < 0 ? MPC_NO_LIMIT : (size_t)maxlength);
     if (st == MPC_OK) return 1;
     if (st == MPC_NOMEM) {
@@ -879,7 +708,7 @@ static int mpcl_recv_bytes(lua_State *L)
         lua_pushliteral(L, "NOMEM");
         return 3;
     }
-    return mpcl_fail(L, hidx, st);
+    return mpcl_fail(L, hidx, c, st);
 }
 
 /* stage_size() -> bytes the staging buffer holds now (0: none), for tests. */
@@ -889,48 +718,81 @@ static int mpcl_stage_size(lua_State *L)
     return 1;
 }
 
-/* recv_direct([opts]) -> {enabled, why, header, min, direct, copied}: the
- * state of the in-place receive (for tests and benchmarks).  opts.min sets
- * the length from which messages take it; opts.test_miss = true makes the
- * next hand-off arm with a wrong size, so Lua declines it (tests of the
- * self-check). */
-static int mpcl_recv_direct_info(lua_State *L)
+/* The SWIG pointer of the handle at idx (a userdata of type ty), or raises. */
+static swig_lua_userdata *mpcl_handle_arg(lua_State *L, int idx, swig_type_info *ty, const char *what)
 {
-    mpcl_direct *d = ((mpcl_stage *)lua_touserdata(L, lua_upvalueindex(1)))->direct;
-    if (!lua_isnoneornil(L, 1)) {
-        luaL_checktype(L, 1, LUA_TTABLE);
-        if (lua_getfield(L, 1, "min") != LUA_TNIL) {
-            lua_Integer m = luaL_checkinteger(L, -1);
-            if (m < MPCL_SMALL + 1) return luaL_error(L, "recv_direct: min must be above %d", MPCL_SMALL);
-            if (d) d->min = (size_t)m;
-        }
-        if (lua_getfield(L, 1, "test_miss") != LUA_TNIL && d) d->test_miss = lua_toboolean(L, -1);
-        lua_settop(L, 1);
-    }
-    lua_createtable(L, 0, 6);
-    lua_pushboolean(L, d && d->enabled);
-    lua_setfield(L, -2, "enabled");
-    if (!d || !d->enabled) {
-        lua_pushstring(L, d ? d->why : "out of memory at load");
-        lua_setfield(L, -2, "why");
-    }
-    if (d) {
-        lua_pushinteger(L, (lua_Integer)d->header);
-        lua_setfield(L, -2, "header");
-        lua_pushinteger(L, (lua_Integer)d->min);
-        lua_setfield(L, -2, "min");
-        lua_pushinteger(L, d->direct);
-        lua_setfield(L, -2, "direct");
-        lua_pushinteger(L, d->copied);
-        lua_setfield(L, -2, "copied");
-    }
+    swig_lua_userdata *u = (swig_lua_userdata *)lua_touserdata(L, idx);
+    if (!u || lua_rawlen(L, idx) < sizeof *u || u->type != ty)
+        luaL_error(L, "%s: %s handle expected", what, ty == SWIGTYPE_p_mpc_conn ? "connection" : "listener");
+    return u;
+}
+
+/* conn_close(h), listener_close(h): clear the handle, then free the object
+ * (a closed handle is NULL for every later reader, see "Finalizers"). */
+static int mpcl_conn_close(lua_State *L)
+{
+    swig_lua_userdata *u = mpcl_handle_arg(L, 1, SWIGTYPE_p_mpc_conn, "conn_close");
+    mpc_conn *c = (mpc_conn *)u->ptr;
+    u->ptr = NULL;
+    mpc_conn_close(c);
+    return 0;
+}
+
+static int mpcl_listener_close(lua_State *L)
+{
+    swig_lua_userdata *u = mpcl_handle_arg(L, 1, SWIGTYPE_p_mpc_listener, "listener_close");
+    mpc_listener *l = (mpc_listener *)u->ptr;
+    u->ptr = NULL;
+    mpc_listener_close(l);
+    return 0;
+}
+
+/* conn_detach(h) -> the descriptor (-1 if already closed). */
+static int mpcl_conn_detach(lua_State *L)
+{
+    swig_lua_userdata *u = mpcl_handle_arg(L, 1, SWIGTYPE_p_mpc_conn, "conn_detach");
+    mpc_conn *c = (mpc_conn *)u->ptr;
+    u->ptr = NULL;
+    lua_pushinteger(L, c ? mpc_conn_detach(c) : -1);
     return 1;
 }
 
+/* wait(handles, ms) -> status, {indices of the ready ones}.  Every array is
+ * allocated before the first handle is read, so a finalizer cannot close a
+ * connection between the reading and the call. */
+static int mpcl_wait(lua_State *L)
+{
+    size_t i, n, nready = 0;
+    mpc_ms ms = (mpc_ms)luaL_checkinteger(L, 2);
+    mpc_conn **v;
+    int *ready;
+    lua_Integer k = 0;
+    mpc_status st;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = (size_t)lua_rawlen(L, 1);
+    if (n > (SIZE_MAX / 2) / (sizeof *v + sizeof *ready)) return luaL_error(L, "wait: too many connections");
+    v = (mpc_conn **)lua_newuserdatauv(L, n ? n * (sizeof *v + sizeof *ready) : 1, 0);
+    ready = (int *)(void *)(v + n);
+    if ((size_t)lua_rawlen(L, 1) != n) return luaL_error(L, "wait: the list changed during the call");
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        v[i] = (mpc_conn *)mpcl_handle_arg(L, -1, SWIGTYPE_p_mpc_conn, "wait")->ptr;
+        if (!v[i]) return luaL_error(L, "bad argument #1 to 'wait' (connection %d is closed)", (int)i + 1);
+        lua_pop(L, 1);
+    }
+    st = mpc_wait(v, n, ms, ready, &nready);
+    lua_pushinteger(L, (lua_Integer)st);
+    lua_createtable(L, (int)(nready < 1000 ? nready : 1000), 0);
+    if (st == MPC_OK)
+        for (i = 0; i < n; i++)
+            if (ready[i]) { lua_pushinteger(L, (lua_Integer)i + 1); lua_rawseti(L, -2, ++k); }
+    return 2;
+}
+
 /* core.conn_methods(slow) -> {send_bytes, send_many, recv_bytes,
- * pipe_send_bytes, pipe_send_many, stage_size, recv_direct}: the C closures
- * above.  slow is a table of the Lua argument checks (send_bytes, send_many,
- * recv_bytes) and fail. */
+ * pipe_send_bytes, pipe_send_many, stage_size}: the C closures above.  slow
+ * is a table of the Lua argument checks (send_bytes, send_many, recv_bytes)
+ * and fail. */
 static int mpcl_conn_methods(lua_State *L)
 {
     static const struct { const char *name, *slow; lua_CFunction fn; } methods[] = {
@@ -943,6 +805,7 @@ static int mpcl_conn_methods(lua_State *L)
     size_t i;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    mpcl_hold_setup(L);
     lua_createtable(L, 0, 6);
     for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         int nup = 2;
@@ -957,14 +820,9 @@ static int mpcl_conn_methods(lua_State *L)
             lua_pushcfunction(L, mpcl_stage_gc);
             lua_setfield(L, -2, "__gc");
             lua_setmetatable(L, -2);
-            /* After the __gc is set, so the wrapper is always taken out. */
-            s->direct = mpcl_direct_install(L);
             lua_pushvalue(L, -1);
             lua_pushcclosure(L, mpcl_stage_size, 1);
             lua_setfield(L, 2, "stage_size");
-            lua_pushvalue(L, -1);
-            lua_pushcclosure(L, mpcl_recv_direct_info, 1);
-            lua_setfield(L, 2, "recv_direct");
             nup = 3;
         }
         lua_pushcclosure(L, methods[i].fn, nup);
@@ -974,6 +832,10 @@ static int mpcl_conn_methods(lua_State *L)
 }
 %}
 %native(conn_methods) int mpcl_conn_methods(lua_State *L);
+%native(conn_close) int mpcl_conn_close(lua_State *L);
+%native(conn_detach) int mpcl_conn_detach(lua_State *L);
+%native(listener_close) int mpcl_listener_close(lua_State *L);
+%native(wait) int mpcl_wait(lua_State *L);
 
 /* ---- values: conn:send(v), conn:recv(), mpconn.encode/decode/repr ------------
  * Lua values <-> mpc_value trees (section 4 of mpconn.h), in C: one pass
@@ -1005,10 +867,9 @@ static int mpcl_conn_methods(lua_State *L)
 /* Indexes into E, the shared upvalue. */
 enum {
     MPCL_E_NULL = 1,      /* the mpconn.null sentinel */
-    MPCL_E_FAIL = 2,      /* fail(h, status) of lua/mpconn.lua */
+    MPCL_E_FAIL = 2,      /* fail(h, status, level, message) of lua/mpconn.lua */
     MPCL_E_SEND_PREP = 3, /* send_prep(self, opts, nargs) -> protocol */
     MPCL_E_RECV_PREP = 4, /* recv_prep(self, opts, nargs) -> flags */
-    MPCL_E_HOLD_MT = 5,   /* the holder's metatable */
     MPCL_E_KIND_KEY = 6,  /* "__mpconn" */
     MPCL_E_ORDER_KEY = 7, /* "__order" */
     MPCL_E_VALUE_KEY = 8, /* "value" */
@@ -1066,6 +927,20 @@ static int mpcl_utf8_valid(const unsigned char *s, size_t n)
 
 /* ---- Lua -> tree ---------------------------------------------------------- */
 
+/* A pointer's slot in a power-of-two table of cap slots. */
+static size_t mpcl_ptr_hash(const void *p, size_t cap)
+{
+    uint64_t k = (uint64_t)(uintptr_t)p;
+    k ^= k >> 33;
+    k *= UINT64_C(0xff51afd7ed558ccd);
+    k ^= k >> 33;
+    return (size_t)k & (cap - 1);
+}
+
+/* A table already converted: its node, shared when the table appears again
+ * (as pickle's memo shares one object), and its height. */
+typedef struct mpcl_seen { const void *table; mpc_value *node; int height; } mpcl_seen;
+
 typedef struct mpcl_tov {
     lua_State *L;
     int env;          /* stack index of E */
@@ -1074,6 +949,9 @@ typedef struct mpcl_tov {
     int value_key;
     int max_depth;    /* deepest nesting accepted (a scalar is depth 1) */
     const void **path; /* path[d]: the table being converted at depth d */
+    int height;       /* the height of the value the last conversion returned */
+    mpcl_seen *seen;  /* open addressing over the tables converted so far */
+    size_t seen_cap, seen_n;
     char msg[160];    /* the error, once one happened */
     char where[200];  /* where in the value: ["inventory"][2] */
 } mpcl_tov;
@@ -1174,10 +1052,12 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
     lua_Integer i;
     mpc_value *seq = kind == MPC_V_TUPLE ? mpc_value_new_tuple() : mpc_value_new_list();
     if (!seq) return mpcl_tov_nomem(x);
+    int height = 0;
     for (i = 1; i <= n; i++) {
         mpc_value *item;
         lua_rawgeti(L, idx, i);
         item = mpcl_tov_value(x, lua_gettop(L), depth + 1);
+        if (item && x->height > height) height = x->height;
         if (!item) {
             lua_pushinteger(L, i);
             mpcl_tov_where(x, -1);
@@ -1192,6 +1072,7 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
             return mpcl_tov_nomem(x);
         }
     }
+    x->height = height + 1;
     return seq;
 }
 
@@ -1209,6 +1090,34 @@ static int mpcl_entry_rank(const mpc_value *k)
     }
 }
 
+/* -1, 0, 1 as the int or float a is below, equal to or above b, exactly
+ * (math.maxinteger is below 2.0^63, though converting it to a double gives
+ * 2.0^63).  No nan here: a Lua table key cannot be nan. */
+static int mpcl_num_cmp(const mpc_value *a, const mpc_value *b)
+{
+    int ia = mpc_value_kind(a) == MPC_V_INT, ib = mpc_value_kind(b) == MPC_V_INT;
+    if (ia && ib) {
+        int64_t i = mpc_value_int(a), j = mpc_value_int(b);
+        return i < j ? -1 : i > j;
+    }
+    if (!ia && !ib) {
+        double f = mpc_value_float(a), g = mpc_value_float(b);
+        return f < g ? -1 : f > g;
+    }
+    {
+        int64_t i = mpc_value_int(ia ? a : b);
+        double f = mpc_value_float(ia ? b : a), t;
+        int r; /* int against float */
+        if (f >= 9223372036854775808.0) r = -1;
+        else if (f < -9223372036854775808.0) r = 1;
+        else {
+            int64_t k = (int64_t)(t = floor(f)); /* exact: |t| < 2^63 */
+            r = i < k ? -1 : i > k ? 1 : (t < f ? -1 : 0);
+        }
+        return ia ? r : -r;
+    }
+}
+
 /* Keys in a fixed order: numbers ascending, then str and bytes by their
  * bytes, then false, true, then everything else in traversal order. */
 static int mpcl_entry_cmp(const void *pa, const void *pb)
@@ -1217,13 +1126,8 @@ static int mpcl_entry_cmp(const void *pa, const void *pb)
     int ra = mpcl_entry_rank(a->key), rb = mpcl_entry_rank(b->key);
     if (ra != rb) return ra < rb ? -1 : 1;
     if (ra == 0) {
-        if (mpc_value_kind(a->key) == MPC_V_INT && mpc_value_kind(b->key) == MPC_V_INT) {
-            int64_t i = mpc_value_int(a->key), j = mpc_value_int(b->key);
-            if (i != j) return i < j ? -1 : 1;
-        } else {
-            double f = mpc_value_float(a->key), g = mpc_value_float(b->key);
-            if (f != g) return f < g ? -1 : 1;
-        }
+        int c = mpcl_num_cmp(a->key, b->key);
+        if (c) return c;
     } else if (ra == 1 || ra == 2) {
         size_t la = 0, lb = 0;
         const char *sa = mpc_value_str(a->key, &la), *sb = mpc_value_str(b->key, &lb);
@@ -1246,19 +1150,21 @@ static void mpcl_entries_free(mpcl_entry *e, size_t from, size_t n)
 
 /* Converts the key at kidx and (unless a set) the value at vidx into
  * *e.  0, or -1 with the error (and its place) recorded. */
-static int mpcl_tov_pair(mpcl_tov *x, int kidx, int vidx, int depth, int is_set, mpcl_entry *e)
+static int mpcl_tov_pair(mpcl_tov *x, int kidx, int vidx, int depth, int is_set, mpcl_entry *e, int *height)
 {
     e->val = NULL;
     if (!(e->key = mpcl_tov_value(x, kidx, depth + 1))) {
         mpcl_tov_where(x, kidx);
         return -1;
     }
+    if (x->height > *height) *height = x->height;
     if (!is_set && !(e->val = mpcl_tov_value(x, vidx, depth + 1))) {
         mpcl_tov_where(x, kidx);
         mpc_value_free(e->key);
         e->key = NULL;
         return -1;
     }
+    if (!is_set && x->height > *height) *height = x->height;
     return 0;
 }
 
@@ -1314,6 +1220,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
                  : kind == MPC_V_FROZENSET ? mpc_value_new_frozenset() : mpc_value_new_dict();
     mpcl_entry *v = NULL, e;
     size_t n = 0, cap = 0, i, placed = 0, again = 0;
+    int height = 0;
     if (!d) return mpcl_tov_nomem(x);
     if (order) {
         lua_Integer j, m = (lua_Integer)lua_rawlen(L, order);
@@ -1325,7 +1232,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
             if (lua_isnil(L, kidx)) { lua_pop(L, 1); continue; }
             lua_pushvalue(L, kidx);
             if (lua_rawget(L, idx) == LUA_TNIL) { lua_pop(L, 2); continue; }
-            if (mpcl_tov_pair(x, kidx, kidx + 1, depth, 0, &e) < 0) goto fail_pop2;
+            if (mpcl_tov_pair(x, kidx, kidx + 1, depth, 0, &e, &height) < 0) goto fail_pop2;
             before = mpc_value_len(d);
             if (mpc_value_dict_set(d, e.key, e.val) != MPC_OK) {
                 e.seen = 0;
@@ -1355,7 +1262,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
     while (lua_next(L, idx)) {
         int kidx = lua_gettop(L) - 1;
         if (is_set && !lua_toboolean(L, -1)) { lua_pop(L, 1); continue; }
-        if (mpcl_tov_pair(x, kidx, kidx + 1, depth, is_set, &e) < 0) goto fail_pop2;
+        if (mpcl_tov_pair(x, kidx, kidx + 1, depth, is_set, &e, &height) < 0) goto fail_pop2;
         if (order && mpc_value_dict_get(d, e.key)) {
             /* Placed by the order pass (or equal to a key that was: counted). */
             mpc_value_free(e.key);
@@ -1386,6 +1293,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
         }
     }
     free(v);
+    x->height = height + 1;
     return d;
 fail_pop2:
     lua_pop(L, 2);
@@ -1405,18 +1313,79 @@ static const char *mpcl_tov_field(mpcl_tov *x, int idx, size_t *len)
     return s;
 }
 
+/* The slot of table t in x->seen (its table is NULL if t is absent). */
+static size_t mpcl_seen_slot(const mpcl_tov *x, const void *t)
+{
+    size_t i = mpcl_ptr_hash(t, x->seen_cap);
+    while (x->seen[i].table && x->seen[i].table != t) i = (i + 1) & (x->seen_cap - 1);
+    return i;
+}
+
+/* Records that table t became node v (of height x->height).  -1 if out of
+ * memory. */
+static int mpcl_seen_add(mpcl_tov *x, const void *t, mpc_value *v)
+{
+    size_t i;
+    if ((x->seen_n + 1) * 2 > x->seen_cap) {
+        size_t nc = x->seen_cap ? x->seen_cap * 2 : 64;
+        mpcl_seen *old = x->seen, *nw = (mpcl_seen *)calloc(nc, sizeof *nw);
+        size_t ocap = x->seen_cap;
+        if (!nw) return -1;
+        x->seen = nw;
+        x->seen_cap = nc;
+        for (i = 0; i < ocap; i++)
+            if (old[i].table) x->seen[mpcl_seen_slot(x, old[i].table)] = old[i];
+        free(old);
+    }
+    i = mpcl_seen_slot(x, t);
+    x->seen[i].table = t;
+    x->seen[i].node = v;
+    x->seen[i].height = x->height;
+    x->seen_n++;
+    return 0;
+}
+
+static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth);
+
+/* A table met again is the same node again (mpc_value_share): a value that
+ * shares sub-tables costs what it holds, not its expansion, and Python gets
+ * one object, as from a pickle's memo.  Nodes are made bottom-up, so a
+ * table met again while it is still being converted (a cycle) is refused. */
 static mpc_value *mpcl_tov_table(mpcl_tov *x, int idx, int depth)
+{
+    const void *self = lua_topointer(x->L, idx);
+    mpc_value *v;
+    int d;
+    if (x->seen_cap) {
+        size_t i = mpcl_seen_slot(x, self);
+        if (x->seen[i].table) {
+            if (depth - 1 + x->seen[i].height > x->max_depth)
+                return mpcl_tov_err(x, "nesting deeper than %d levels", x->max_depth);
+            x->height = x->seen[i].height;
+            return mpc_value_share(x->seen[i].node);
+        }
+    }
+    for (d = 1; d < depth; d++)
+        if (x->path[d] == self) return mpcl_tov_err(x, "the table contains itself (a cycle)");
+    if (!(v = mpcl_tov_table_new(x, idx, depth))) return NULL;
+    if (mpcl_seen_add(x, self, v) < 0) {
+        mpc_value_free(v);
+        return mpcl_tov_nomem(x);
+    }
+    return v;
+}
+
+static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth)
 {
     lua_State *L = x->L;
     const void *self = lua_topointer(L, idx);
-    int kind, order, d;
+    int kind, order;
     mpc_value *v;
     size_t len = 0;
     const char *s;
-    for (d = 1; d < depth; d++)
-        if (x->path[d] == self) return mpcl_tov_err(x, "the table contains itself (a cycle)");
     if (depth > x->max_depth) return mpcl_tov_err(x, "nesting deeper than %d levels", x->max_depth);
     x->path[depth] = self;
+    x->height = 1;
     if (!lua_checkstack(L, 12)) return mpcl_tov_err(x, "out of Lua stack space");
     kind = mpcl_tov_kind(x, idx, &order);
     switch (kind) {
@@ -1450,6 +1419,7 @@ static mpc_value *mpcl_tov_value(mpcl_tov *x, int idx, int depth)
 {
     lua_State *L = x->L;
     mpc_value *v = NULL;
+    x->height = 1;
     switch (lua_type(L, idx)) {
     case LUA_TNIL: v = mpc_value_new_none(); break;
     case LUA_TBOOLEAN: v = mpc_value_new_bool(lua_toboolean(L, idx)); break;
@@ -1498,6 +1468,7 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
     lua_rawgeti(L, env, MPCL_E_VALUE_KEY);
     x.value_key = lua_gettop(L);
     v = mpcl_tov_value(&x, idx, 1);
+    free(x.seen);
     lua_settop(L, base);
     if (!v) {
         if (x.where[0]) lua_pushfstring(L, "%s (at value%s)", x.msg, x.where);
@@ -1508,55 +1479,11 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
 
 /* ---- tree -> Lua ----------------------------------------------------------- */
 
-/* The holder: what a conversion to Lua owns, released by its __gc if a Lua
- * memory error interrupts it, else at once by mpcl_hold_release.  The
- * pointer set counts how often each container (and long string) occurs in
- * the tree: the decoder shares memoized sub-objects, and so do we (one Lua
- * table per shared node, as Python gets one object), which also keeps a
- * small pickle that shares a node many times from costing a Lua table per
- * occurrence. */
-typedef struct mpcl_hold {
-    mpc_value *tree;
-    void *buf;            /* a pickle or repr text (mpc_free) */
-    const mpc_value **keys; /* open addressing; NULL = empty slot */
-    unsigned char *cnt;   /* 1 = seen once, 2 = shared */
-    size_t cap, n, shared;
-} mpcl_hold;
-
-static void mpcl_hold_release(mpcl_hold *h)
-{
-    mpc_value_free(h->tree);
-    mpc_free(h->buf);
-    free(h->keys);
-    free(h->cnt);
-    memset(h, 0, sizeof *h);
-}
-
-static int mpcl_hold_gc(lua_State *L)
-{
-    mpcl_hold_release((mpcl_hold *)lua_touserdata(L, 1));
-    return 0;
-}
-
-/* A new holder, pushed. */
-static mpcl_hold *mpcl_hold_new(lua_State *L, int env)
-{
-    mpcl_hold *h = (mpcl_hold *)lua_newuserdatauv(L, sizeof *h, 0);
-    memset(h, 0, sizeof *h);
-    lua_rawgeti(L, env, MPCL_E_HOLD_MT);
-    lua_setmetatable(L, -2);
-    return h;
-}
-
-static size_t mpcl_ptr_hash(const void *p, size_t cap)
-{
-    uint64_t k = (uint64_t)(uintptr_t)p;
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    return (size_t)k & (cap - 1);
-}
-
+/* The pointer set of the holder (see mpcl_hold above) counts how often
+ * each container (and long string) occurs in the tree: the decoder shares
+ * memoized sub-objects, and so do we (one Lua table per shared node, as
+ * Python gets one object), which also keeps a small pickle that shares a
+ * node many times from costing a Lua table per occurrence. */
 /* The slot of p in the set (its key is NULL if p is absent). */
 static size_t mpcl_hold_slot(const mpcl_hold *h, const void *p)
 {
@@ -1904,7 +1831,7 @@ static int mpcl_send_value_common(lua_State *L, int pipe_writer)
     int hidx = 0, env = lua_upvalueindex(1);
     mpc_conn *c = NULL;
     lua_Integer protocol = 4, depth = 0;
-    mpc_value *v;
+    mpcl_hold *h;
     mpc_status st;
     if (lua_gettop(L) != 2 || !(c = mpcl_self(L, 2, &hidx))) {
         /* send_prep packs protocol + 256 * max_depth. */
@@ -1912,25 +1839,21 @@ static int mpcl_send_value_common(lua_State *L, int pipe_writer)
         protocol = packed & 0xff;
         depth = packed >> 8;
     }
-    if (!(v = mpcl_to_value(L, 2, env, (int)depth))) return luaL_error(L, "send: %s", lua_tostring(L, -1));
+    h = mpcl_hold_new(L);
+    if (!(h->tree = mpcl_to_value(L, 2, env, (int)depth))) return luaL_error(L, "send: %s", lua_tostring(L, -1));
+    c = mpcl_live(L, hidx, "send");
     if (pipe_writer) {
         mpcl_sigpipe g;
         mpcl_sigpipe_block(&g);
-        st = mpc_send_value(c, v, (int)protocol);
+        st = mpc_send_value(c, h->tree, (int)protocol);
         mpcl_sigpipe_restore(&g, c, st);
     } else {
-        st = mpc_send_value(c, v, (int)protocol);
+        st = mpc_send_value(c, h->tree, (int)protocol);
     }
-    mpc_value_free(v);
+    mpcl_hold_release(h);
     if (st == MPC_OK) { lua_pushboolean(L, 1); return 1; }
     lua_rawgeti(L, env, MPCL_E_FAIL);
-    lua_pushvalue(L, hidx);
-    lua_pushinteger(L, (lua_Integer)st);
-    {
-        int base = lua_gettop(L) - 3;
-        lua_call(L, 2, LUA_MULTRET);
-        return lua_gettop(L) - base;
-    }
+    return mpcl_fail_with(L, lua_gettop(L), hidx, c, st);
 }
 static int mpcl_send_value(lua_State *L) { return mpcl_send_value_common(L, 0); }
 static int mpcl_send_value_pipe(lua_State *L) { return mpcl_send_value_common(L, 1); }
@@ -1948,15 +1871,12 @@ static int mpcl_recv_value(lua_State *L)
     if (lua_gettop(L) != 1 || !(c = mpcl_self(L, 1, &hidx)))
         flags = mpcl_value_prep(L, MPCL_E_RECV_PREP, 0, &hidx, &c);
     mpcl_decode_options((unsigned)flags, &o);
-    h = mpcl_hold_new(L, env);
+    h = mpcl_hold_new(L);
+    c = mpcl_live(L, hidx, "recv");
     st = mpc_recv_value(c, &o, &h->tree);
     if (st != MPC_OK) {
-        int base = lua_gettop(L);
         lua_rawgeti(L, env, MPCL_E_FAIL);
-        lua_pushvalue(L, hidx);
-        lua_pushinteger(L, (lua_Integer)st);
-        lua_call(L, 2, LUA_MULTRET);
-        return lua_gettop(L) - base;
+        return mpcl_fail_with(L, lua_gettop(L), hidx, c, st);
     }
     return mpcl_from_value(L, env, h, (unsigned)flags);
 }
@@ -1972,7 +1892,7 @@ static int mpcl_encode(lua_State *L)
     mpc_status st;
     mpc_error err;
     lua_settop(L, 3);
-    h = mpcl_hold_new(L, env);
+    h = mpcl_hold_new(L);
     if (!(h->tree = mpcl_to_value(L, 1, env, (int)depth))) return luaL_error(L, "encode: %s", lua_tostring(L, -1));
     st = mpc_value_encode(h->tree, (int)protocol, &h->buf, &n, &err);
     if (st != MPC_OK) {
@@ -1997,7 +1917,7 @@ static int mpcl_decode(lua_State *L)
     mpcl_hold *h;
     mpc_status st;
     mpcl_decode_options((unsigned)flags, &o);
-    h = mpcl_hold_new(L, env);
+    h = mpcl_hold_new(L);
     st = mpc_value_decode(s, n, &o, &h->tree, &err);
     if (st != MPC_OK) {
         lua_pushnil(L);
@@ -2021,7 +1941,7 @@ static int mpcl_repr(lua_State *L)
     mpc_error err;
     mpc_status st;
     lua_settop(L, 2);
-    h = mpcl_hold_new(L, env);
+    h = mpcl_hold_new(L);
     if (!(h->tree = mpcl_to_value(L, 1, env, 0))) return luaL_error(L, "repr: %s", lua_tostring(L, -1));
     st = mpc_value_repr_limit(h->tree, max_len < 0 ? SIZE_MAX : (size_t)max_len, &text, &n, &err);
     h->buf = text;
@@ -2072,10 +1992,7 @@ static int mpcl_value_setup(lua_State *L)
     lua_rawseti(L, env, MPCL_E_ORDER_KEY);
     lua_pushliteral(L, "value");
     lua_rawseti(L, env, MPCL_E_VALUE_KEY);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, mpcl_hold_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_rawseti(L, env, MPCL_E_HOLD_MT);
+    mpcl_hold_setup(L);
 
     lua_createtable(L, 0, 10);
     res = lua_gettop(L);

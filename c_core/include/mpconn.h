@@ -682,6 +682,13 @@ MPC_API mpc_status mpc_value_dict_set(mpc_value *d, mpc_value *key, mpc_value *v
  * a borrowed pointer (an item of a container). */
 MPC_API void mpc_value_free(mpc_value *v);
 
+/* Gives v one more owner and returns it (NULL for NULL): one node may then
+ * be put into several containers, as a pickle's memo shares one object
+ * (the encoder writes it once, then refers to it).  Every owner releases
+ * its share as usual: with mpc_value_free(), or by adding it to a
+ * container.  v may be a borrowed pointer (an item of a container). */
+MPC_API mpc_value *mpc_value_share(mpc_value *v);
+
 /* --- Accessors.  v is borrowed; NULL v gives the zero answer. --- */
 MPC_API mpc_vkind mpc_value_kind(const mpc_value *v);   /* MPC_V_NONE for NULL */
 /* The Python type name of a kind ("NoneType", "bool", "int", "float",

@@ -258,6 +258,29 @@ bad_prefix:
     return perr(p, p->pos, "invalid string prefix");
 }
 
+/* Makes room for extra more bytes (and the NUL) in the digit buffer *buf of
+ * *cap bytes holding cn; *big is the heap copy once it left the stack.  0,
+ * or -1 if out of memory (*big is then freed). */
+static int num_room(char **buf, char **big, size_t *cap, size_t cn, size_t extra)
+{
+    if (cn + extra < *cap)
+        return 0;
+    size_t ncap = *cap * 2;
+    while (cn + extra >= ncap)
+        ncap *= 2;
+    char *nb = malloc(ncap);
+    if (!nb) {
+        free(*big);
+        *big = NULL;
+        return -1;
+    }
+    memcpy(nb, *buf, cn);
+    free(*big);
+    *big = *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
 /* Number with an optional sign already consumed (negative). */
 static mpc_status parse_number(parser *p, int negative, mpc_value **out)
 {
@@ -276,13 +299,14 @@ static mpc_status parse_number(parser *p, int negative, mpc_value **out)
     size_t cap = sizeof clean;
     char *buf = clean;
     int prev_digit = base != 10 ? 1 : 0; /* 0x_1 is valid */
-    int seen_exp = 0;
+    int seen_exp = 0, mantissa_digits = 0;
     while (i < p->n) {
         char c = p->s[i];
         int d = hexval(c);
         int is_digit = d >= 0 && d < base && !(base == 10 && (c == 'e' || c == 'E'));
         if (is_digit) {
             prev_digit = 1;
+            mantissa_digits += !seen_exp;
         } else if (c == '_') {
             if (!prev_digit || i + 1 >= p->n || hexval(p->s[i + 1]) < 0 ||
                 hexval(p->s[i + 1]) >= base) {
@@ -295,11 +319,12 @@ static mpc_status parse_number(parser *p, int negative, mpc_value **out)
         } else if (base == 10 && c == '.' && !is_float && !seen_exp) {
             is_float = 1;
             prev_digit = 0;
-        } else if (base == 10 && (c == 'e' || c == 'E') && !seen_exp) {
+        } else if (base == 10 && (c == 'e' || c == 'E') && !seen_exp && mantissa_digits) {
+            /* (".e5" is no number: an exponent needs a digit before it.) */
             is_float = seen_exp = 1;
             prev_digit = 0;
-            if (cn + 2 >= cap)
-                break;
+            if (num_room(&buf, &big, &cap, cn, 2) < 0)
+                return pnomem(p);
             buf[cn++] = c;
             i++;
             if (i < p->n && (p->s[i] == '+' || p->s[i] == '-'))
@@ -312,18 +337,8 @@ static mpc_status parse_number(parser *p, int negative, mpc_value **out)
         } else {
             break;
         }
-        if (cn + 2 >= cap) {
-            size_t ncap = cap * 2;
-            char *nb = malloc(ncap);
-            if (!nb) {
-                free(big);
-                return pnomem(p);
-            }
-            memcpy(nb, buf, cn);
-            free(big);
-            big = buf = nb;
-            cap = ncap;
-        }
+        if (num_room(&buf, &big, &cap, cn, 1) < 0)
+            return pnomem(p);
         buf[cn++] = c;
         i++;
     }

@@ -171,6 +171,8 @@ void mpc_value_free(mpc_value *v)
     free(v);
 }
 
+mpc_value *mpc_value_share(mpc_value *v) { return v ? mpc__value_ref(v) : NULL; }
+
 /* --- accessors --- */
 
 mpc_vkind mpc_value_kind(const mpc_value *v)

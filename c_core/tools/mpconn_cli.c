@@ -22,7 +22,8 @@ enum {
     EXIT_AUTH = 4,
     EXIT_TIMEOUT = 5,
     EXIT_PROTOCOL = 6,
-    EXIT_EOF = 7
+    EXIT_EOF = 7,
+    EXIT_REFUSED = 8 /* --decode: a received value was refused or not printed */
 };
 
 static const char usage_text[] =
@@ -40,7 +41,8 @@ static const char usage_text[] =
     "listen   accept clients one after another and print every message they\n"
     "         send on its own line.  A client that fails the handshake or\n"
     "         misbehaves gets one line on stderr; the next client is served.\n"
-    "  --count N      exit 0 after N messages (default: run until killed)\n"
+    "  --count N      exit after N messages (default: run until killed);\n"
+    "                 refused values count too (see exit status 8)\n"
     "  --echo         send every message back to its sender (with --decode:\n"
     "                 the value, pickled again at --protocol)\n"
     "  --decode       messages are pickles, as Connection.send(obj) writes\n"
@@ -66,7 +68,7 @@ static const char usage_text[] =
     "                 or 5\n"
     "  --recv N       messages to receive and print after sending (default 0)\n"
     "  --decode       print received messages as values (see listen); a\n"
-    "                 refused one gives an error line and exit status 6\n"
+    "                 refused one gives an error line and exit status 8\n"
     "\n"
     "options:\n"
     "  --authkey KEY        authenticate with KEY (the handshake of Listener/\n"
@@ -94,7 +96,8 @@ static const char usage_text[] =
     "exit status: 0 success, 1 other error, 2 usage, 3 cannot connect or\n"
     "listen, 4 authentication failed, 5 timed out, 6 protocol error (bad\n"
     "message length, truncated message), 7 the peer closed the connection\n"
-    "before the expected messages arrived.\n";
+    "before the expected messages arrived, 8 with --decode: a received value\n"
+    "was refused or not printed (all the other messages were handled).\n";
 
 struct cli {
     const char *cmd;
@@ -569,7 +572,7 @@ static int cmd_send(const struct cli *c)
     }
     mpc_conn_close(conn);
     if (rc == EXIT_OK && refused)
-        rc = EXIT_PROTOCOL;
+        rc = EXIT_REFUSED;
     return rc;
 }
 
@@ -593,7 +596,7 @@ static int cmd_listen(const struct cli *c)
     fflush(stderr);
     mpc_ms accept_ms = c->timeout >= 0 ? (mpc_ms)(c->timeout * 1000.0 + 0.999) : MPC_FOREVER;
     long received = 0;
-    int rc = EXIT_OK;
+    int rc = EXIT_OK, refused = 0;
     while (c->count == 0 || received < c->count) {
         mpc_conn *conn = NULL;
         st = mpc_listener_accept(l, accept_ms, &conn, &e);
@@ -625,6 +628,7 @@ static int cmd_listen(const struct cli *c)
                 if (st == MPC_VALUE || st == MPC_NOMEM) {
                     /* The whole message was read: the stream is in step. */
                     received++;
+                    refused = 1;
                     fprintf(stderr, "mpconn: refused value from %s: %s\n", peer,
                             mpc_conn_errmsg(conn));
                     fflush(stderr);
@@ -643,6 +647,7 @@ static int cmd_listen(const struct cli *c)
                     rc = EXIT_OTHER;
                     break;
                 }
+                refused |= pr > 0;
                 continue;
             }
             void *msg = NULL;
@@ -669,6 +674,8 @@ static int cmd_listen(const struct cli *c)
             break;
     }
     mpc_listener_close(l);
+    if (rc == EXIT_OK && refused)
+        rc = EXIT_REFUSED;
     return rc;
 }
 

@@ -55,6 +55,35 @@ static void parse_fails(const char *text, const char *piece)
                  err.message, piece);
 }
 
+/* Issue 14, item 8: ".e5" is a SyntaxError in Python (an exponent needs a
+ * mantissa digit), and the digit buffer grows before an exponent as it
+ * does before a digit (510, 1022, ... characters before the 'e' were
+ * refused while one more or one less was read). */
+static void the_parser_reads_exponents_as_python_does(void **state)
+{
+    (void)state;
+    parse_fails(".e5", "invalid number literal");
+    parse_fails("-.e5", "invalid number literal");
+    parse_fails(".E1", "invalid number literal");
+    reads_as("1.e5", "100000.0");
+    reads_as(".5e1", "5.0");
+    reads_as("5.", "5.0");
+    for (size_t before = 505; before < 2060; before++) {
+        char text[2100];
+        memset(text, '0', before);
+        text[before - 2] = '1';
+        text[before - 1] = '.';
+        memcpy(text + before, "e2", 3); /* "00...01.e2" */
+        mpc_value *v = NULL;
+        mpc_error err;
+        memset(&err, 0, sizeof err);
+        if (mpc_value_parse(text, strlen(text), &v, &err) != MPC_OK)
+            fail_msg("a float with %zu characters before 'e': %s", before, err.message);
+        assert_true(mpc_value_float(v) == 100.0);
+        mpc_value_free(v);
+    }
+}
+
 static void scalars_are_built_and_read_back(void **state)
 {
     (void)state;
@@ -312,6 +341,7 @@ int main(void)
         cmocka_unit_test(containers_own_their_children_and_keep_order),
         cmocka_unit_test(equal_keys_follow_python_rules),
         cmocka_unit_test(the_parser_reads_python_literal_syntax),
+        cmocka_unit_test(the_parser_reads_exponents_as_python_does),
         cmocka_unit_test(repr_matches_python_for_strings_and_floats),
         cmocka_unit_test(encoding_refuses_bad_arguments),
         cmocka_unit_test(api_built_trees_are_bounded_in_depth),

@@ -289,25 +289,49 @@ def memo_bomb(levels=64):
     return bytes(out)
 
 
-def test_a_value_whose_repr_is_astronomical_is_not_printed_and_the_next_is(cli, tmp_path):
-    bomb = memo_bomb()
-    small = pickle.loads(memo_bomb(3))
-    assert repr(small).count("[]") == 8  # the construction really doubles
-    listener = Child([cli, "listen", "127.0.0.1:0", "--decode", "--count", "2", "--timeout", "30"],
-                     "mpconn listen --decode", deadline=60)
+def listen_decode_count(cli, payloads):
+    """Runs `mpconn listen --decode --count len(payloads)`, has a stock
+    Client send the payloads (raw messages), and returns the finished
+    listener's exit status, stdout lines and stderr "mpconn:" lines."""
+    listener = Child([cli, "listen", "127.0.0.1:0", "--decode", "--count", str(len(payloads)),
+                      "--timeout", "30"], "mpconn listen --decode --count", deadline=60)
     client = None
     try:
         addr = listening_address(listener)
         host, port = addr.rsplit(":", 1)
-        code = ("import sys; from multiprocessing.connection import Client\n"
-                "c = Client((%r, %d)); c.send_bytes(%r); c.send('after the bomb'); c.close()\n"
-                % (host, int(port), bomb))
+        code = ("from multiprocessing.connection import Client\n"
+                "c = Client((%r, %d))\n"
+                "for p in %r: c.send_bytes(p)\n"
+                "c.close()\n" % (host, int(port), payloads))
         client = Child([sys.executable, "-c", code], "stock client", deadline=60)
         assert client.finish() == 0, client.describe()
-        assert listener.finish() == 0, listener.describe()
-        assert stdout_lines(listener) == ["'after the bomb'"]
+        rc = listener.finish()
         err = [l for l in listener.text("stderr").splitlines() if l.startswith("mpconn:")]
-        assert len(err) == 1 and err[0].startswith("mpconn: value from client 127.0.0.1:"), err
-        assert err[0].endswith("not printed: the repr is longer than 16777216 bytes"), err
+        return rc, stdout_lines(listener), err
     finally:
         cleanup(listener, client)
+
+
+def test_a_value_whose_repr_is_astronomical_is_not_printed_and_the_next_is(cli, tmp_path):
+    bomb = memo_bomb()
+    small = pickle.loads(memo_bomb(3))
+    assert repr(small).count("[]") == 8  # the construction really doubles
+    rc, out, err = listen_decode_count(cli, [bomb, pickle.dumps("after the bomb")])
+    # Not printed counts as refused: exit status 8 (issue 14, item 10).
+    assert rc == 8, (rc, out, err)
+    assert out == ["'after the bomb'"]
+    assert len(err) == 1 and err[0].startswith("mpconn: value from client 127.0.0.1:"), err
+    assert err[0].endswith("not printed: the repr is longer than 16777216 bytes"), err
+
+
+def test_listen_decode_count_ends_with_status_8_when_a_value_was_refused(cli, tmp_path):
+    """`listen --decode --count N` counts refused messages toward N (the
+    stream stays in step) but ends with exit status 8, so scripts notice;
+    when nothing was refused it ends with 0 (issue 14, item 10)."""
+    refused = b"cos\nsystem\n(S'true'\ntR."  # GLOBAL os.system: refused, never run
+    for payloads, want, printed in (([refused, refused], 8, []),
+                                    ([refused, pickle.dumps("fine")], 8, ["'fine'"]),
+                                    ([pickle.dumps("a"), pickle.dumps("b")], 0, ["'a'", "'b'"])):
+        rc, out, err = listen_decode_count(cli, payloads)
+        assert (rc, out) == (want, printed), err
+        assert len([l for l in err if "refused value" in l]) == payloads.count(refused), err

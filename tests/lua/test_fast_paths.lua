@@ -1,11 +1,9 @@
 -- The per-message methods (send_bytes, send_many, recv_bytes) are C
 -- functions with a fast path; these tests pin down that they behave exactly
 -- as documented on every path: the stack buffer (up to 1 KiB), the
--- staging buffer behind it (and, with the in-place receive moved aside, the
--- library's buffer), maxlength, the argument checks and error positions,
+-- staging buffer behind it (and the library's buffer), maxlength, the argument checks and error positions,
 -- methods taken off a connection, the staging buffer's size limit, and
--- SIGPIPE on a one-way pipe whose reader is gone.  test_recv_direct.lua
--- tests the in-place receive of long messages.
+-- SIGPIPE on a one-way pipe whose reader is gone.
 local H = require "harness"
 local mpconn = require "mpconn"
 
@@ -98,11 +96,6 @@ H.test("megabyte messages echo through a second process, with and without maxlen
 end)
 
 H.test("long messages up to 4 MiB reuse one staging buffer and longer ones bypass it", function()
-  -- The copying paths, with the in-place receive (test_recv_direct.lua)
-  -- moved out of the way; they are what every long message takes when it
-  -- is off.
-  local min, direct = mpconn._recv_direct().min, mpconn._recv_direct().direct
-  mpconn._recv_direct({ min = 1 << 40 })
   local c, finish = echo_pair()
   echo(c, bytes(1 << 20), "1 MiB")
   local size = mpconn._recv_buffer_size()
@@ -122,8 +115,6 @@ H.test("long messages up to 4 MiB reuse one staging buffer and longer ones bypas
   local out, ok = finish()
   H.match(out, "ECHOED 25", "child output")
   H.ok(ok, "child exit status")
-  H.eq(mpconn._recv_direct().direct, direct, "nothing was built in place")
-  mpconn._recv_direct({ min = min })
 end)
 
 H.test("the C methods work as plain functions, taken off a connection or the class", function()
@@ -203,6 +194,12 @@ local function show(what, ...) print(what, select("#", ...), ...) end
 show("send_bytes", w:send_bytes("x"))
 show("send_many", w:send_many({ "a", "b" }))
 show("sub", w:send_bytes("abc", 2))
+show("value", w:send({ 1, 2 }))
+-- Through the class (issue 14, item 6): the method does not know w is a pipe.
+local C = mpconn.Connection
+show("class_send_bytes", C.send_bytes(w, "x"))
+show("class_send_many", C.send_many(w, { "a" }))
+show("class_send", C.send(w, "v"))
 print("sigpipe", "[" .. blocked_or_pending() .. "]")
 print("alive")
 ]]
@@ -216,7 +213,8 @@ H.test("writing to a one-way pipe whose reader is gone returns nil, message, OS 
   os.remove(path)
   H.match(out, "alive", "the child survived (output: " .. out .. ")")
   H.ok(ok, "child exit status")
-  for _, what in ipairs({ "send_bytes", "send_many", "sub" }) do
+  for _, what in ipairs({ "send_bytes", "send_many", "sub", "value", "class_send_bytes", "class_send_many",
+                          "class_send" }) do
     H.match(out, what .. "\t3\tnil\t[^\n]*\tOS\n", what .. " result")
   end
   H.match(out, "[Bb]roken pipe", "the message names EPIPE")
@@ -225,8 +223,13 @@ end)
 
 H.test("the reading end of a one-way pipe and duplex ends use the plain methods", function()
   local r, w = mpconn.pipe(false)
-  H.ok(rawget(w, "send_bytes") ~= mpconn.Connection.send_bytes, "the writer has the pipe variant")
-  H.eq(rawget(r, "send_bytes"), mpconn.Connection.send_bytes, "the reader has the plain one")
+  -- The class methods are the guarded ones (they may be called on a pipe writer).
+  H.eq(rawget(w, "send_bytes"), mpconn.Connection.send_bytes, "the writer has the guarded variant")
+  H.eq(rawget(w, "send"), mpconn.Connection.send, "the writer's send is guarded")
+  H.ok(rawget(r, "send_bytes") ~= mpconn.Connection.send_bytes, "the reader has the plain one")
+  local a = mpconn.pipe()
+  H.ok(rawget(a, "send_many") ~= mpconn.Connection.send_many, "a duplex end has the plain one")
+  a:close()
   H.eq(w:send_bytes("through the pipe"), true, "send")
   H.eq(r:recv_bytes(), "through the pipe", "recv")
   r:close(); w:close()
