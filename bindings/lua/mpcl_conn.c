@@ -14,8 +14,7 @@
  *              does not take (see mpcl_prep)
  *   upvalue 2  fail(h, status, level, message): the Lua failure convention
  *              (nil, message, code, or a raised error for misuse)
- *   upvalue 3  the connection metatable (mpcl_self compares with it)
- *   upvalue 4  recv_bytes only: the staging buffer (mpcl_stage userdata).
+ *   upvalue 3  recv_bytes only: the staging buffer (mpcl_stage userdata).
  * The rules that keep finalizers harmless are in mpcl.h ("Finalizers").
  *
  * Receiving: Lua 5.4 can only make a string by copying bytes into it
@@ -48,8 +47,7 @@
 
 #define MPCL_UP_PREP lua_upvalueindex(1)
 #define MPCL_UP_FAIL lua_upvalueindex(2)
-#define MPCL_UP_CONN_MT lua_upvalueindex(3)
-#define MPCL_UP_STAGE lua_upvalueindex(4)
+#define MPCL_UP_STAGE lua_upvalueindex(3)
 
 mpc_conn *mpcl_live(lua_State *L, int hidx, const char *what)
 {
@@ -93,7 +91,7 @@ static mpc_conn *mpcl_prep(lua_State *L, int nargs, int *hidx)
     lua_call(L, nargs, 1); /* raises for nargs == 0: self is nil */
     lua_replace(L, 2);
     lua_settop(L, 2);
-    if (!(c = mpcl_self(L, 2, MPCL_UP_CONN_MT, hidx)))
+    if (!(c = mpcl_self(L, 2, hidx)))
         luaL_error(L, "mpconn: prep accepted a connection without a handle");
     return c;
 }
@@ -106,7 +104,7 @@ static int mpcl_send_bytes(lua_State *L)
     const char *s;
     size_t n = 0;
     mpc_status st;
-    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TSTRING || !(c = mpcl_self(L, 2, MPCL_UP_CONN_MT, &hidx)))
+    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TSTRING || !(c = mpcl_self(L, 2, &hidx)))
         c = mpcl_prep(L, lua_gettop(L), &hidx);
     if (!(s = lua_tolstring(L, 2, &n))) return luaL_error(L, "send_bytes: prep returned no string");
     if ((st = mpc_send_bytes(c, s, n)) == MPC_OK) {
@@ -128,7 +126,7 @@ static int mpcl_send_many(lua_State *L)
     mpc_conn *c;
     size_t i, n;
     mpc_status st;
-    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !mpcl_self(L, 2, MPCL_UP_CONN_MT, &hidx))
+    if (lua_gettop(L) != 2 || lua_type(L, 2) != LUA_TTABLE || !mpcl_self(L, 2, &hidx))
         mpcl_prep(L, lua_gettop(L), &hidx);
     luaL_checktype(L, 2, LUA_TTABLE);
     n = (size_t)lua_rawlen(L, 2);
@@ -231,7 +229,7 @@ static int mpcl_recv_bytes(lua_State *L)
     mpc_status st;
     lua_Integer maxlength = -1;
     if (top <= 2 && (top < 2 || lua_isnil(L, 2) || (lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0))
-        && (c = mpcl_self(L, top, MPCL_UP_CONN_MT, &hidx)) != NULL) {
+        && (c = mpcl_self(L, top, &hidx)) != NULL) {
         if (top == 2 && !lua_isnil(L, 2)) maxlength = lua_tointeger(L, 2);
     } else {
         c = mpcl_prep(L, top, &hidx);
@@ -300,12 +298,11 @@ int mpcl_conn_methods(lua_State *L)
     lua_settop(L, 1);
     lua_createtable(L, 0, 4);
     for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        int nup = 3;
+        int nup = 2;
         if (lua_getfield(L, 1, methods[i].name) != LUA_TFUNCTION)
             return luaL_error(L, "conn_methods: slow.%s must be a function", methods[i].name);
         if (lua_getfield(L, 1, "fail") != LUA_TFUNCTION)
             return luaL_error(L, "conn_methods: slow.fail must be a function");
-        luaL_getmetatable(L, MPCL_CONN_MT);
         if (methods[i].fn == mpcl_recv_bytes) {
             mpcl_stage *s = (mpcl_stage *)lua_newuserdatauv(L, sizeof *s, 0);
             memset(s, 0, sizeof *s);
@@ -316,7 +313,7 @@ int mpcl_conn_methods(lua_State *L)
             lua_pushvalue(L, -1);
             lua_pushcclosure(L, mpcl_stage_size, 1);
             lua_setfield(L, 2, "stage_size");
-            nup = 4;
+            nup = 3;
         }
         lua_pushcclosure(L, methods[i].fn, nup);
         lua_setfield(L, 2, methods[i].name);

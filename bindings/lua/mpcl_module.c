@@ -10,6 +10,9 @@
 
 /* ---- handles --------------------------------------------------------------- */
 
+const char mpcl_conn_kind[] = MPCL_CONN_MT;
+const char mpcl_listener_kind[] = MPCL_LISTENER_MT;
+
 static int mpcl_conn_gc(lua_State *L)
 {
     mpcl_handle *u = (mpcl_handle *)lua_touserdata(L, 1);
@@ -55,9 +58,11 @@ void mpcl_setup(lua_State *L)
 /* make(p, is_listener) -> a new handle holding p (run protected). */
 static int mpcl_handle_make(lua_State *L)
 {
+    int listener = lua_toboolean(L, 2);
     mpcl_handle *u = (mpcl_handle *)lua_newuserdatauv(L, sizeof *u, 0);
+    u->kind = listener ? mpcl_listener_kind : mpcl_conn_kind;
     u->ptr = lua_touserdata(L, 1);
-    luaL_setmetatable(L, lua_toboolean(L, 2) ? MPCL_LISTENER_MT : MPCL_CONN_MT);
+    luaL_setmetatable(L, listener ? MPCL_LISTENER_MT : MPCL_CONN_MT);
     return 1;
 }
 

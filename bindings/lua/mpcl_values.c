@@ -10,8 +10,7 @@
  *
  * core.value_setup(slow) makes the sentinel mpconn.null (a full userdata),
  * the metatables of the marked kinds (each holds __mpconn = its mpc_vkind)
- * and the closures.  All of them share two upvalues: the table E below and
- * the connection metatable (what mpcl_self compares a handle's with).
+ * and the closures.  All of them share one upvalue, the table E below.
  *
  * Lua -> tree (sending) never allocates Lua memory and never raises while
  * it holds a node: every node is owned by the C frame that made it until a
@@ -32,7 +31,6 @@
 #include "mpcl.h"
 
 #define MPCL_UP_ENV lua_upvalueindex(1)
-#define MPCL_UP_CONN_MT lua_upvalueindex(2)
 
 /* Indexes into E, the shared upvalue. */
 enum {
@@ -1036,7 +1034,7 @@ static lua_Integer mpcl_value_prep(lua_State *L, int which, int valpos, int *hid
     lua_pop(L, 1);
     lua_settop(L, valpos ? 2 : 1);
     if (!valpos) lua_pushnil(L);
-    if (!(*c = mpcl_self(L, 2, MPCL_UP_CONN_MT, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
+    if (!(*c = mpcl_self(L, 2, hidx))) luaL_error(L, "mpconn: prep accepted a connection without a handle");
     return r;
 }
 
@@ -1049,7 +1047,7 @@ static int mpcl_send_value(lua_State *L)
     lua_Integer protocol = 4, depth = 0;
     mpcl_hold *h;
     mpc_status st;
-    if (lua_gettop(L) != 2 || !(c = mpcl_self(L, 2, MPCL_UP_CONN_MT, &hidx))) {
+    if (lua_gettop(L) != 2 || !(c = mpcl_self(L, 2, &hidx))) {
         /* send_prep packs protocol + 256 * max_depth. */
         lua_Integer packed = mpcl_value_prep(L, MPCL_E_SEND_PREP, 1, &hidx, &c);
         protocol = packed & 0xff;
@@ -1075,7 +1073,7 @@ static int mpcl_recv_value(lua_State *L)
     mpc_decode_options o;
     mpcl_hold *h;
     mpc_status st;
-    if (lua_gettop(L) != 1 || !(c = mpcl_self(L, 1, MPCL_UP_CONN_MT, &hidx)))
+    if (lua_gettop(L) != 1 || !(c = mpcl_self(L, 1, &hidx)))
         flags = mpcl_value_prep(L, MPCL_E_RECV_PREP, 0, &hidx, &c);
     mpcl_decode_options((unsigned)flags, &o);
     h = mpcl_hold_new(L);
@@ -1235,8 +1233,7 @@ int mpcl_value_setup(lua_State *L)
     lua_setfield(L, res, "meta");
     for (i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         lua_pushvalue(L, env);
-        luaL_getmetatable(L, MPCL_CONN_MT);
-        lua_pushcclosure(L, fns[i].fn, 2);
+        lua_pushcclosure(L, fns[i].fn, 1);
         lua_setfield(L, res, fns[i].name);
     }
     lua_pushinteger(L, MPCL_R_BYTES_MARKED);
