@@ -13,21 +13,16 @@
 const char mpcl_conn_kind[] = MPCL_CONN_MT;
 const char mpcl_listener_kind[] = MPCL_LISTENER_MT;
 
-static int mpcl_conn_gc(lua_State *L)
+/* A handle's __gc, and what closing one does: clear the handle, then free
+ * the object (a closed handle is NULL for every later reader, mpcl.h
+ * "Finalizers"). */
+static int mpcl_handle_gc(lua_State *L)
 {
     mpcl_handle *u = (mpcl_handle *)lua_touserdata(L, 1);
-    mpc_conn *c = (mpc_conn *)u->ptr;
+    void *p = u->ptr;
     u->ptr = NULL;
-    mpc_conn_close(c);
-    return 0;
-}
-
-static int mpcl_listener_gc(lua_State *L)
-{
-    mpcl_handle *u = (mpcl_handle *)lua_touserdata(L, 1);
-    mpc_listener *l = (mpc_listener *)u->ptr;
-    u->ptr = NULL;
-    mpc_listener_close(l);
+    if (u->kind == mpcl_listener_kind) mpc_listener_close((mpc_listener *)p);
+    else mpc_conn_close((mpc_conn *)p);
     return 0;
 }
 
@@ -40,7 +35,7 @@ static int mpcl_hold_gc(lua_State *L)
 void mpcl_setup(lua_State *L)
 {
     static const struct { const char *name; lua_CFunction gc; } mts[] = {
-        {MPCL_CONN_MT, mpcl_conn_gc}, {MPCL_LISTENER_MT, mpcl_listener_gc}, {MPCL_HOLD_MT, mpcl_hold_gc},
+        {MPCL_CONN_MT, mpcl_handle_gc}, {MPCL_LISTENER_MT, mpcl_handle_gc}, {MPCL_HOLD_MT, mpcl_hold_gc},
     };
     size_t i;
     for (i = 0; i < sizeof mts / sizeof mts[0]; i++) {
@@ -107,18 +102,17 @@ mpc_listener *mpcl_check_listener(lua_State *L, int idx, const char *what)
     return (mpc_listener *)mpcl_handle_arg(L, idx, MPCL_LISTENER_MT, what, "listener")->ptr;
 }
 
-/* conn_close(h), listener_close(h): clear the handle, then free the object
- * (a closed handle is NULL for every later reader, see "Finalizers"). */
+/* conn_close(h), listener_close(h) */
 int mpcl_conn_close(lua_State *L)
 {
     mpcl_handle_arg(L, 1, MPCL_CONN_MT, "conn_close", "connection");
-    return mpcl_conn_gc(L);
+    return mpcl_handle_gc(L);
 }
 
 int mpcl_listener_close(lua_State *L)
 {
     mpcl_handle_arg(L, 1, MPCL_LISTENER_MT, "listener_close", "listener");
-    return mpcl_listener_gc(L);
+    return mpcl_handle_gc(L);
 }
 
 /* conn_detach(h) -> the descriptor (-1 if already closed). */

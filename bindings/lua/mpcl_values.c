@@ -1177,6 +1177,11 @@ int mpcl_value_setup(lua_State *L)
         {"send", mpcl_send_value}, {"recv", mpcl_recv_value},
         {"encode", mpcl_encode}, {"decode", mpcl_decode}, {"repr", mpcl_repr},
     };
+    static const struct { const char *name; lua_Integer value; } consts[] = {
+        {"R_BYTES_MARKED", MPCL_R_BYTES_MARKED}, {"R_TUPLE_MARKED", MPCL_R_TUPLE_MARKED},
+        {"R_ORDERED", MPCL_R_ORDERED}, {"R_PY2_SHIFT", MPCL_R_PY2_SHIFT},
+        {"R_DEPTH_SHIFT", MPCL_R_DEPTH_SHIFT}, {"DEPTH_MAX", MPC_VALUE_DEPTH_MAX},
+    };
     static const struct { int slot; const char *name; } slow[] = {
         {MPCL_E_FAIL, "fail"}, {MPCL_E_SEND_PREP, "send_prep"}, {MPCL_E_RECV_PREP, "recv_prep"},
     };
@@ -1236,17 +1241,9 @@ int mpcl_value_setup(lua_State *L)
         lua_pushcclosure(L, fns[i].fn, 1);
         lua_setfield(L, res, fns[i].name);
     }
-    lua_pushinteger(L, MPCL_R_BYTES_MARKED);
-    lua_setfield(L, res, "R_BYTES_MARKED");
-    lua_pushinteger(L, MPCL_R_TUPLE_MARKED);
-    lua_setfield(L, res, "R_TUPLE_MARKED");
-    lua_pushinteger(L, MPCL_R_ORDERED);
-    lua_setfield(L, res, "R_ORDERED");
-    lua_pushinteger(L, MPCL_R_PY2_SHIFT);
-    lua_setfield(L, res, "R_PY2_SHIFT");
-    lua_pushinteger(L, MPCL_R_DEPTH_SHIFT);
-    lua_setfield(L, res, "R_DEPTH_SHIFT");
-    lua_pushinteger(L, MPC_VALUE_DEPTH_MAX);
-    lua_setfield(L, res, "DEPTH_MAX");
+    for (i = 0; i < sizeof consts / sizeof consts[0]; i++) {
+        lua_pushinteger(L, consts[i].value);
+        lua_setfield(L, res, consts[i].name);
+    }
     return 1;
 }
