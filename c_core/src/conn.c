@@ -805,8 +805,12 @@ static mpc_status recv_alloc(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, 
     size_t cap = mpc_recv_alloc_step(l, 0);
     size_t got = 0;
     unsigned char *buf = alloc(arg, NULL, 0, cap);
-    if (!buf) /* nothing of the payload taken: the message stays pending */
+    if (!buf) {
+        /* Nothing of the payload taken: the message stays pending (an
+         * empty one too, which begin() counted as complete). */
+        c->pending = 1;
         return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+    }
     while (got < total) {
         if (got == cap) {
             size_t ncap = mpc_recv_alloc_step(l, got);
