@@ -83,11 +83,6 @@ int mpcpy_interrupt(void *arg);
  * <= 0 -> 0, otherwise rounded up.  -2 on error (exception set). */
 mpc_ms mpcpy_timeout_ms(PyObject *o, mpc_ms none_value);
 
-/* Collects the arguments of a METH_FASTCALL | METH_KEYWORDS call into
- * out[0..n) (NULL = not given).  0, or -1 with TypeError set. */
-int mpcpy_args(const char *fname, const char *const *names, Py_ssize_t n, Py_ssize_t required,
-               PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
-
 /* Fills o from the Python-side settings.  key: None (no handshake) or a
  * bytes object (borrowed: must outlive the call that uses o). */
 int mpcpy_options(mpc_options *o, PyObject *key, int dialect, PyObject *digest, mpc_ms hs_ms,

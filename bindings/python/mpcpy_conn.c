@@ -24,6 +24,51 @@
 #include <math.h>
 #include <string.h>
 
+/* Collects the arguments of a METH_FASTCALL | METH_KEYWORDS call into
+ * out[0..n) (NULL = not given).  0, or -1 with TypeError set.  (Static
+ * here: the compiler specialises it for each method's constants.) */
+static int mpcpy_args(const char *fname, const char *const *names, Py_ssize_t n, Py_ssize_t required,
+               PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t i, k, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (i = 0; i < n; i++)
+        out[i] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (i = 0; i < nargs; i++)
+        out[i] = args[i];
+    for (k = 0; k < nkw; k++) {
+        const char *kw = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+        if (!kw)
+            return -1;
+        for (i = 0; i < n; i++)
+            if (strcmp(kw, names[i]) == 0)
+                break;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname,
+                         kw);
+            return -1;
+        }
+        if (out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         kw);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (i = 0; i < required; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Runs stmt with the GIL released (the caller holds the handle). */
 #define MPCPY_UNLOCKED(stmt)                                                  \
     do {                                                                      \
@@ -422,8 +467,9 @@ static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t m
     size_t len;
     const void *view;
     mpc_status st;
-    if (mpc_conn_buffered(c) >= MPC_FRAME_HEADER_MAX ||
-        mpc_recv_peek(c, maxlength, &view, &len) == MPC_OK) {
+    size_t buffered = mpc_conn_buffered(c);
+    if (buffered >= MPC_FRAME_HEADER_MAX ||
+        (buffered >= 4 && mpc_recv_peek(c, maxlength, &view, &len) == MPC_OK)) {
         st = mpc_recv_with(c, maxlength, mpcpy_rx_alloc, &rx, &out, &len);
     } else {
         rx.ts = PyEval_SaveThread();

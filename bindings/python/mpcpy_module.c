@@ -167,48 +167,6 @@ mpc_ms mpcpy_timeout_ms(PyObject *o, mpc_ms none_value)
     return (mpc_ms)ceil(t * 1000.0);
 }
 
-int mpcpy_args(const char *fname, const char *const *names, Py_ssize_t n, Py_ssize_t required,
-               PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
-{
-    Py_ssize_t i, k, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (i = 0; i < n; i++)
-        out[i] = NULL;
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (i = 0; i < nargs; i++)
-        out[i] = args[i];
-    for (k = 0; k < nkw; k++) {
-        const char *kw = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
-        if (!kw)
-            return -1;
-        for (i = 0; i < n; i++)
-            if (strcmp(kw, names[i]) == 0)
-                break;
-        if (i == n) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", fname,
-                         kw);
-            return -1;
-        }
-        if (out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         kw);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (i = 0; i < required; i++) {
-        if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 int mpcpy_options(mpc_options *o, PyObject *key, int dialect, PyObject *digest, mpc_ms hs_ms,
                   mpc_ms conn_ms, int backlog)
 {
