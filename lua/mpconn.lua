@@ -329,7 +329,7 @@ M._recv_buffer_size = fast.stage_size
 --   every other table, and {} -> dict (keys sorted: numbers, strings, bytes,
 --   booleans, the rest), mpconn.dict(t, order) with an explicit key order;
 --   dict -> plain table (with {ordered = true}: marked with its key order).
--- Sending raises for what cannot be sent (functions, cycles, unhashable
+-- Sending raises for what cannot be sent (functions, unhashable
 -- keys, ...): nothing was sent then.  Receiving a pickle that is refused
 -- (it would run code) returns nil, message, "VALUE" and the connection
 -- stays usable.

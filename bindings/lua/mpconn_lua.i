@@ -949,6 +949,7 @@ typedef struct mpcl_tov {
     int value_key;
     int max_depth;    /* deepest nesting accepted (a scalar is depth 1) */
     const void **path; /* path[d]: the table being converted at depth d */
+    mpc_value **pathv; /* pathv[d]: its container node (a cycle shares it) */
     int height;       /* the height of the value the last conversion returned */
     mpcl_seen *seen;  /* open addressing over the tables converted so far */
     size_t seen_cap, seen_n;
@@ -1052,6 +1053,7 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
     lua_Integer i;
     mpc_value *seq = kind == MPC_V_TUPLE ? mpc_value_new_tuple() : mpc_value_new_list();
     if (!seq) return mpcl_tov_nomem(x);
+    x->pathv[depth] = seq;
     int height = 0;
     for (i = 1; i <= n; i++) {
         mpc_value *item;
@@ -1066,6 +1068,11 @@ static mpc_value *mpcl_tov_seq(mpcl_tov *x, int idx, int depth, int kind, lua_In
             return NULL;
         }
         lua_pop(L, 1);
+        if (item == seq && kind == MPC_V_TUPLE) {
+            mpc_value_free(item);
+            mpc_value_free(seq);
+            return mpcl_tov_err(x, "a tuple cannot contain itself");
+        }
         if (mpc_value_append(seq, item) != MPC_OK) {
             mpc_value_free(item);
             mpc_value_free(seq);
@@ -1222,6 +1229,7 @@ static mpc_value *mpcl_tov_map(mpcl_tov *x, int idx, int depth, int kind, int or
     size_t n = 0, cap = 0, i, placed = 0, again = 0;
     int height = 0;
     if (!d) return mpcl_tov_nomem(x);
+    x->pathv[depth] = d;
     if (order) {
         lua_Integer j, m = (lua_Integer)lua_rawlen(L, order);
         for (j = 1; j <= m; j++) {
@@ -1349,8 +1357,8 @@ static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth);
 
 /* A table met again is the same node again (mpc_value_share): a value that
  * shares sub-tables costs what it holds, not its expansion, and Python gets
- * one object, as from a pickle's memo.  Nodes are made bottom-up, so a
- * table met again while it is still being converted (a cycle) is refused. */
+ * one object, as from a pickle's memo.  A table met again while it is still
+ * being converted (a cycle) is its container node, made before its items. */
 static mpc_value *mpcl_tov_table(mpcl_tov *x, int idx, int depth)
 {
     const void *self = lua_topointer(x->L, idx);
@@ -1365,8 +1373,13 @@ static mpc_value *mpcl_tov_table(mpcl_tov *x, int idx, int depth)
             return mpc_value_share(x->seen[i].node);
         }
     }
-    for (d = 1; d < depth; d++)
-        if (x->path[d] == self) return mpcl_tov_err(x, "the table contains itself (a cycle)");
+    for (d = 1; d < depth; d++) {
+        if (x->path[d] == self) {
+            x->height = 1;
+            if (!x->pathv[d]) return mpcl_tov_err(x, "the table contains itself (a cycle)");
+            return mpc_value_share(x->pathv[d]);
+        }
+    }
     if (!(v = mpcl_tov_table_new(x, idx, depth))) return NULL;
     if (mpcl_seen_add(x, self, v) < 0) {
         mpc_value_free(v);
@@ -1385,6 +1398,7 @@ static mpc_value *mpcl_tov_table_new(mpcl_tov *x, int idx, int depth)
     const char *s;
     if (depth > x->max_depth) return mpcl_tov_err(x, "nesting deeper than %d levels", x->max_depth);
     x->path[depth] = self;
+    x->pathv[depth] = NULL;
     x->height = 1;
     if (!lua_checkstack(L, 12)) return mpcl_tov_err(x, "out of Lua stack space");
     kind = mpcl_tov_kind(x, idx, &order);
@@ -1452,6 +1466,7 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
 {
     mpcl_tov x;
     const void *path[MPC_VALUE_DEPTH_MAX + 2];
+    mpc_value *pathv[MPC_VALUE_DEPTH_MAX + 2];
     mpc_value *v;
     int base = lua_gettop(L);
     memset(&x, 0, offsetof(mpcl_tov, msg));
@@ -1460,6 +1475,7 @@ static mpc_value *mpcl_to_value(lua_State *L, int idx, int env, int max_depth)
     x.env = env;
     x.max_depth = max_depth > 0 && max_depth <= MPC_VALUE_DEPTH_MAX ? max_depth : MPC_VALUE_DEPTH_DEFAULT;
     x.path = path;
+    x.pathv = pathv;
     luaL_checkstack(L, 16, "send");
     lua_rawgeti(L, env, MPCL_E_KIND_KEY);
     x.kind_key = lua_gettop(L);
@@ -1532,9 +1548,11 @@ static int mpcl_share_candidate(const mpc_value *v)
 
 /* Counts the occurrences of every candidate node under v, without
  * descending twice into a shared one (so the walk is linear in the size of
- * the pickle).  -1 on out of memory.  Depth is bounded by the decoder. */
-static int mpcl_hold_count(mpcl_hold *h, const mpc_value *v)
+ * the pickle, and ends on cycles).  -1 on out of memory, -2 for a path
+ * longer than MPC_VALUE_DEPTH_MAX (only a cycle can make one). */
+static int mpcl_hold_count(mpcl_hold *h, const mpc_value *v, int depth)
 {
+    int rc;
     size_t i, n, s;
     mpc_vkind k;
     if (!mpcl_share_candidate(v)) return 0;
@@ -1549,13 +1567,15 @@ static int mpcl_hold_count(mpcl_hold *h, const mpc_value *v)
     h->n++;
     k = mpc_value_kind(v);
     n = mpc_value_len(v);
+    if (k >= MPC_V_LIST && depth >= MPC_VALUE_DEPTH_MAX) return -2;
     if (k == MPC_V_DICT) {
         for (i = 0; i < n; i++)
-            if (mpcl_hold_count(h, mpc_value_dict_key(v, i)) < 0 || mpcl_hold_count(h, mpc_value_dict_val(v, i)) < 0)
-                return -1;
+            if ((rc = mpcl_hold_count(h, mpc_value_dict_key(v, i), depth + 1)) < 0
+                || (rc = mpcl_hold_count(h, mpc_value_dict_val(v, i), depth + 1)) < 0)
+                return rc;
     } else if (k >= MPC_V_LIST) {
         for (i = 0; i < n; i++)
-            if (mpcl_hold_count(h, mpc_value_item(v, i)) < 0) return -1;
+            if ((rc = mpcl_hold_count(h, mpc_value_item(v, i), depth + 1)) < 0) return rc;
     }
     return 0;
 }
@@ -1565,6 +1585,7 @@ typedef struct mpcl_fromv {
     int env, memo;   /* stack indexes of E and of the memo table (0: nothing shared) */
     unsigned flags;
     mpcl_hold *h;
+    int depth;       /* containers being converted */
     char msg[160];
 } mpcl_fromv;
 
@@ -1637,20 +1658,34 @@ static int mpcl_fromv_key(mpcl_fromv *x, const mpc_value *k, int tidx, int check
     return 0;
 }
 
-static int mpcl_fromv_container(mpcl_fromv *x, const mpc_value *v, mpc_vkind k, int how)
+/* Records the table on top as the Lua value of a shared node (memo_key),
+ * before its items are converted, so that a cycle finds it. */
+static void mpcl_fromv_memo(mpcl_fromv *x, const void *memo_key)
+{
+    if (!memo_key) return;
+    lua_pushvalue(x->L, -1);
+    lua_rawsetp(x->L, x->memo, memo_key);
+}
+
+static int mpcl_fromv_container(mpcl_fromv *x, const mpc_value *v, mpc_vkind k, int how, const void *memo_key)
 {
     lua_State *L = x->L;
     size_t i, n = mpc_value_len(v);
     int t;
     if (!lua_checkstack(L, 8)) return mpcl_fromv_err(x, "out of Lua stack space");
+    if (x->depth >= MPC_VALUE_DEPTH_MAX)
+        return mpcl_fromv_err(x, "nesting deeper than %d levels through a cycle", MPC_VALUE_DEPTH_MAX);
     if (k == MPC_V_LIST || k == MPC_V_TUPLE) {
         int sub = how & MPCL_IN_KEY;
         lua_createtable(L, mpcl_fromv_int_hint(n), 0);
         t = lua_gettop(L);
+        mpcl_fromv_memo(x, memo_key);
+        x->depth++;
         for (i = 0; i < n; i++) {
             if (mpcl_fromv_push(x, mpc_value_item(v, i), sub) < 0) return -1;
             lua_rawseti(L, t, (lua_Integer)i + 1);
         }
+        x->depth--;
         mpcl_fromv_mark(x, k == MPC_V_TUPLE && ((x->flags & MPCL_R_TUPLE_MARKED) || (how & MPCL_IN_KEY))
                                ? MPC_V_TUPLE : MPC_V_LIST);
         return 0;
@@ -1659,6 +1694,8 @@ static int mpcl_fromv_container(mpcl_fromv *x, const mpc_value *v, mpc_vkind k, 
         int check = mpcl_fromv_mixed(x, v, 1), order = 0;
         lua_createtable(L, 0, mpcl_fromv_int_hint(n));
         t = lua_gettop(L);
+        mpcl_fromv_memo(x, memo_key);
+        x->depth++;
         if (x->flags & MPCL_R_ORDERED) {
             lua_createtable(L, mpcl_fromv_int_hint(n), 0);
             order = lua_gettop(L);
@@ -1672,6 +1709,7 @@ static int mpcl_fromv_container(mpcl_fromv *x, const mpc_value *v, mpc_vkind k, 
             if (mpcl_fromv_push(x, mpc_value_dict_val(v, i), 0) < 0) return -1;
             lua_rawset(L, t);
         }
+        x->depth--;
         if (order) {
             /* A metatable of its own: {__mpconn = DICT, __order = keys,
              * __name, __index...} copied from the dict metatable. */
@@ -1697,6 +1735,7 @@ static int mpcl_fromv_container(mpcl_fromv *x, const mpc_value *v, mpc_vkind k, 
         int check = mpcl_fromv_mixed(x, v, 0);
         lua_createtable(L, 0, mpcl_fromv_int_hint(n));
         t = lua_gettop(L);
+        mpcl_fromv_memo(x, memo_key);
         for (i = 0; i < n; i++) {
             if (mpcl_fromv_key(x, mpc_value_item(v, i), t, check) < 0) return -1;
             lua_pushboolean(L, 1);
@@ -1742,8 +1781,8 @@ convert:
         break;
     case MPC_V_BIGINT: mpcl_fromv_boxed(x, k, s, n); break;
     case MPC_V_LIST: case MPC_V_TUPLE: case MPC_V_DICT: case MPC_V_SET: case MPC_V_FROZENSET:
-        if (mpcl_fromv_container(x, v, k, how) < 0) return -1;
-        break;
+        /* The container records itself in the memo before its items. */
+        return mpcl_fromv_container(x, v, k, how, memo_key);
     default: return mpcl_fromv_err(x, "unexpected value kind %d", (int)k);
     }
     if (memo_key) {
@@ -1770,11 +1809,17 @@ static int mpcl_from_value(lua_State *L, int env, mpcl_hold *h, unsigned flags)
         lua_pushnil(L);
         return 1;
     }
-    if (mpcl_hold_count(h, h->tree) < 0) {
+    rc = mpcl_hold_count(h, h->tree, 0);
+    if (rc < 0) {
         mpcl_hold_release(h);
         lua_pushnil(L);
-        lua_pushliteral(L, "recv: out of memory");
-        lua_pushliteral(L, "NOMEM");
+        if (rc == -2) {
+            lua_pushfstring(L, "recv: nesting deeper than %d levels through a cycle", MPC_VALUE_DEPTH_MAX);
+            lua_pushliteral(L, "VALUE");
+        } else {
+            lua_pushliteral(L, "recv: out of memory");
+            lua_pushliteral(L, "NOMEM");
+        }
         return 3;
     }
     if (h->shared) {

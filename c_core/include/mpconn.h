@@ -592,9 +592,13 @@ MPC_API void mpc_recv_abandon(mpc_conn *c);
  * children: adding an item to a container moves the caller's ownership of
  * the item into the container (on success only).  mpc_value_item() and the
  * other accessors return borrowed pointers, valid while the root is alive
- * and unmodified.  Build children completely before adding them: a
- * container that is already inside another one cannot be modified
- * (MPC_INVAL), which makes cycles impossible.  A received pickle may share
+ * and unmodified.  Lists and dicts can be modified anywhere and may contain
+ * themselves (l.append(l), directly or through other containers), as in
+ * Python; such a value is freed with its last owner, repr prints "[...]",
+ * "{...}", "(...)" as Python does, and a walk through a cycle deeper than
+ * MPC_VALUE_DEPTH_MAX fails with MPC_VALUE (equality answers 0) where Python
+ * raises RecursionError.  A tuple can be modified while no hash depends on
+ * it, a set while it is not inside another container.  A received pickle may share
  * one sub-object between several places (the memo); the tree then shares it
  * too, which is invisible except that the encoder writes it once, as CPython
  * does.
@@ -660,8 +664,11 @@ MPC_API mpc_value *mpc_value_new_set(void);
 MPC_API mpc_value *mpc_value_new_frozenset(void);
 
 /* Appends item to a list or tuple.  On MPC_OK the container owns item; on
- * failure the caller still owns it.  MPC_INVAL (NULL argument, seq is not a
- * list/tuple, seq is inside another container, item == seq), MPC_VALUE
+ * failure the caller still owns it.  item may be seq itself or contain it
+ * (pass a share: mpc_value_share()); an insertion that may close a cycle
+ * costs a walk of the containers it reaches that are not yet on a cycle.
+ * MPC_INVAL (NULL argument, seq is not a list/tuple, a tuple that is hashed
+ * or item == a tuple seq), MPC_VALUE
  * (depth beyond MPC_VALUE_DEPTH_MAX), MPC_NOMEM. */
 MPC_API mpc_status mpc_value_append(mpc_value *seq, mpc_value *item);
 

@@ -10,7 +10,9 @@
  * Every length an opcode claims is compared with the bytes actually left
  * before anything is allocated, and every object on the stack or in the
  * memo was produced by at least one input byte, so memory is bounded by the
- * message.  Globals are accepted only from a fixed allow-list (the
+ * message.  A list or dict may be filled after it went inside another
+ * container, which is how a pickle writes a cycle (value.c keeps cycles in
+ * groups that are freed as a whole).  Globals are accepted only from a fixed allow-list (the
  * constructors CPython itself writes for sets, frozensets, bytes and
  * bytearrays), and REDUCE only on those, with CPython's argument shapes.
  */
@@ -605,7 +607,7 @@ static mpc_status add_from_mark(dec *d, int kind)
         return fail(d, "%s on a %s", op_name(d->p[d->op_at]),
                     c->kind == MPC__V_GLOBAL ? "global" : mpc_vkind_name(mpc_value_kind(c)));
     if (!mpc__value_can_modify(c))
-        return fail(d, "refused %s: the %s is already inside another container (a cycle)",
+        return fail(d, "refused %s: the %s is already inside another container",
                     op_name(d->p[d->op_at]), mpc_vkind_name(mpc_value_kind(c)));
     return fill(d, c, start);
 }
@@ -620,13 +622,6 @@ static mpc_status add_top(dec *d, int kind, size_t n)
     if (c->kind != kind)
         return fail(d, "%s on a %s", op_name(d->p[d->op_at]),
                     c->kind == MPC__V_GLOBAL ? "global" : mpc_vkind_name(mpc_value_kind(c)));
-    for (size_t i = d->sn - n; i < d->sn; i++)
-        if (d->stack[i] == c)
-            return fail(d, "refused %s: a %s cannot contain itself (a cycle)",
-                        op_name(d->p[d->op_at]), mpc_vkind_name(mpc_value_kind(c)));
-    if (!mpc__value_can_modify(c))
-        return fail(d, "refused %s: the %s is already inside another container (a cycle)",
-                    op_name(d->p[d->op_at]), mpc_vkind_name(mpc_value_kind(c)));
     return fill(d, c, d->sn - n);
 }
 

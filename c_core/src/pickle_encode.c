@@ -7,7 +7,9 @@
  * "__builtin__" at protocol 2 for Python 2.7), and at protocol 4+ the same
  * 64 KiB framing, with large str/bytes payloads written outside frames.
  * A node shared between several places of the tree is written once and
- * fetched from the memo afterwards, as CPython does for a shared object.
+ * fetched from the memo afterwards, as CPython does for a shared object;
+ * cycles come out as CPython writes them (a list or dict is memoized before
+ * its items, a recursive tuple is popped and fetched).
  * Pure: the output is a buffer for the caller.
  */
 #include "value_internal.h"
@@ -40,6 +42,7 @@ typedef struct enc {
     size_t mslots, mcount;
     mpc_error *err;
     mpc_status status; /* first failure other than out of memory */
+    unsigned depth;    /* containers being saved */
 } enc;
 
 /* --- output with CPython's framing --- */
@@ -397,6 +400,9 @@ static void save_items(enc *e, const mpc_value *v, size_t from, size_t to)
         save(e, v->u.c.items[i]);
 }
 
+/* A tuple on a cycle is saved again from inside its own items and is in
+ * the memo when they are done: CPython then drops what it pushed (a POP per
+ * item, or POP_MARK) and fetches the tuple from the memo. */
 static void save_tuple(enc *e, const mpc_value *v)
 {
     size_t n = v->u.c.n;
@@ -406,10 +412,21 @@ static void save_tuple(enc *e, const mpc_value *v)
     }
     if (n <= 3) {
         save_items(e, v, 0, n);
+        if (memo_get(e, v) >= 0) {
+            for (size_t i = 0; i < n; i++)
+                w1(e, '0');
+            emit_get(e, v);
+            return;
+        }
         w1(e, (unsigned char)(0x84 + n));
     } else {
         w1(e, '(');
         save_items(e, v, 0, n);
+        if (memo_get(e, v) >= 0) {
+            w1(e, '1');
+            emit_get(e, v);
+            return;
+        }
         w1(e, 't');
     }
     memoize(e, v);
@@ -546,6 +563,16 @@ static void save(enc *e, const mpc_value *v)
     default:
         if (emit_get(e, v))
             break;
+        /* Only a path through a cycle can be this long (CPython would
+         * raise RecursionError). */
+        if (e->depth >= MPC_VALUE_DEPTH_MAX) {
+            if (!e->status)
+                e->status = mpc__error(e->err, MPC_VALUE, 0,
+                                       "nesting deeper than %d levels through a cycle",
+                                       MPC_VALUE_DEPTH_MAX);
+            break;
+        }
+        e->depth++;
         switch (v->kind) {
         case MPC_V_STR:
             save_str_data(e, v->u.s.data, v->u.s.len);
@@ -573,6 +600,7 @@ static void save(enc *e, const mpc_value *v)
                 e->status = mpc__error(e->err, MPC_INVAL, 0, "not a value");
             break;
         }
+        e->depth--;
     }
 }
 

@@ -2,7 +2,8 @@
  * pyrepr.c - prints a value tree as Python 3's repr() does: the quoting and
  * escaping rules of str and bytes, the shortest round-tripping float text,
  * and the container spellings (tuple "(1,)", "set()", "frozenset({1})",
- * "bytearray(b'')").  Pure; recursion is bounded by the tree's depth limit.
+ * "bytearray(b'')") and Python's "[...]" for a container met again on its
+ * own path (a cycle).  Pure; recursion is bounded by MPC_VALUE_DEPTH_MAX.
  *
  * Floats are formatted with the C library (assumed to round correctly, as
  * glibc does, and to run in the "C" numeric locale, which this library never
@@ -195,29 +196,133 @@ static void repr_float(mpc__buf *b, double f)
 
 /* Failure codes kept in mpc__buf.failed by this file: 1 is the buffer's own
  * "out of memory"; REPR_OVER_LIMIT means the text passed the caller's
- * limit.  Either stops the walk. */
+ * limit; REPR_TOO_DEEP a path longer than MPC_VALUE_DEPTH_MAX (only a
+ * cycle can make one: Python raises RecursionError there).  Each stops the
+ * walk. */
 #define REPR_OVER_LIMIT 2
+#define REPR_TOO_DEEP 3
 
-static void repr_value(mpc__buf *b, const mpc_value *v, size_t limit);
+/* The containers of a cycle's group on the current path, which print as
+ * "[...]", "{...}" and "(...)" when met again, as Python's repr does: an
+ * open-addressing set used as a stack (the newest entry is always removed
+ * first, so clearing its slot restores the table).  Allocated for the
+ * first group member met; its size is twice the longest path. */
+#define PATH_SLOTS 8192
 
-static void repr_items(mpc__buf *b, const mpc_value *v, size_t limit)
+typedef struct rctx {
+    mpc__buf *b;
+    size_t limit;
+    unsigned depth;
+    const mpc_value **path;
+} rctx;
+
+static size_t path_slot(const rctx *r, const mpc_value *v)
 {
-    for (size_t i = 0; i < v->u.c.n && !b->failed; i++) {
+    uint64_t h = (uint64_t)(uintptr_t)v * 0x9e3779b97f4a7c15ull;
+    size_t i = (size_t)(h >> 40) & (PATH_SLOTS - 1);
+    while (r->path[i] && r->path[i] != v)
+        i = (i + 1) & (PATH_SLOTS - 1);
+    return i;
+}
+
+static void repr_value(rctx *r, const mpc_value *v);
+
+static void repr_items(rctx *r, const mpc_value *v)
+{
+    for (size_t i = 0; i < v->u.c.n && !r->b->failed; i++) {
         if (i)
-            mpc__buf_str(b, ", ");
-        repr_value(b, v->u.c.items[i], limit);
+            mpc__buf_str(r->b, ", ");
+        repr_value(r, v->u.c.items[i]);
     }
 }
 
-static void repr_value(mpc__buf *b, const mpc_value *v, size_t limit)
+static void repr_container(rctx *r, const mpc_value *v)
 {
+    mpc__buf *b = r->b;
+    switch (v->kind) {
+    case MPC_V_LIST:
+        mpc__buf_byte(b, '[');
+        repr_items(r, v);
+        mpc__buf_byte(b, ']');
+        break;
+    case MPC_V_TUPLE:
+        mpc__buf_byte(b, '(');
+        repr_items(r, v);
+        if (v->u.c.n == 1)
+            mpc__buf_byte(b, ',');
+        mpc__buf_byte(b, ')');
+        break;
+    case MPC_V_SET:
+        if (!v->u.c.n) {
+            mpc__buf_str(b, "set()");
+            break;
+        }
+        mpc__buf_byte(b, '{');
+        repr_items(r, v);
+        mpc__buf_byte(b, '}');
+        break;
+    case MPC_V_FROZENSET:
+        if (!v->u.c.n) {
+            mpc__buf_str(b, "frozenset()");
+            break;
+        }
+        mpc__buf_str(b, "frozenset({");
+        repr_items(r, v);
+        mpc__buf_str(b, "})");
+        break;
+    case MPC_V_DICT:
+        mpc__buf_byte(b, '{');
+        for (size_t i = 0; i < v->u.c.n && !b->failed; i++) {
+            if (i)
+                mpc__buf_str(b, ", ");
+            repr_value(r, v->u.c.items[2 * i]);
+            mpc__buf_str(b, ": ");
+            repr_value(r, v->u.c.items[2 * i + 1]);
+        }
+        mpc__buf_byte(b, '}');
+        break;
+    default: mpc__buf_str(b, "<invalid>"); break;
+    }
+}
+
+/* A container: "[...]" if it is already on the path, else its text. */
+static void repr_nested(rctx *r, const mpc_value *v)
+{
+    size_t slot = 0;
+    if (r->depth >= MPC_VALUE_DEPTH_MAX) {
+        r->b->failed = REPR_TOO_DEEP;
+        return;
+    }
+    if (v->grp && v->u.c.n) {
+        if (!r->path && !(r->path = calloc(PATH_SLOTS, sizeof *r->path))) {
+            r->b->failed = 1;
+            return;
+        }
+        slot = path_slot(r, v);
+        if (r->path[slot]) {
+            mpc__buf_str(r->b, v->kind == MPC_V_LIST ? "[...]"
+                               : v->kind == MPC_V_DICT ? "{...}" : "(...)");
+            return;
+        }
+        r->path[slot] = v;
+    }
+    r->depth++;
+    repr_container(r, v);
+    r->depth--;
+    if (v->grp && v->u.c.n)
+        r->path[slot] = NULL;
+}
+
+static void repr_value(rctx *r, const mpc_value *v)
+{
+    mpc__buf *b = r->b;
     char num[32];
     if (b->failed)
         return; /* out of memory or over the limit: stop walking */
     /* Checked before each node: past this point only one scalar's text (at
      * most ten times its bytes, which the pickle itself held) is added before
      * the walk stops, however often the memo shares a sub-tree. */
-    if (b->len > limit) {
+    if (b->len > r->limit) {
         b->failed = REPR_OVER_LIMIT;
         return;
     }
@@ -237,48 +342,7 @@ static void repr_value(mpc__buf *b, const mpc_value *v, size_t limit)
         repr_bytes(b, (const unsigned char *)v->u.s.data, v->u.s.len, 1);
         mpc__buf_byte(b, ')');
         break;
-    case MPC_V_LIST:
-        mpc__buf_byte(b, '[');
-        repr_items(b, v, limit);
-        mpc__buf_byte(b, ']');
-        break;
-    case MPC_V_TUPLE:
-        mpc__buf_byte(b, '(');
-        repr_items(b, v, limit);
-        if (v->u.c.n == 1)
-            mpc__buf_byte(b, ',');
-        mpc__buf_byte(b, ')');
-        break;
-    case MPC_V_SET:
-        if (!v->u.c.n) {
-            mpc__buf_str(b, "set()");
-            break;
-        }
-        mpc__buf_byte(b, '{');
-        repr_items(b, v, limit);
-        mpc__buf_byte(b, '}');
-        break;
-    case MPC_V_FROZENSET:
-        if (!v->u.c.n) {
-            mpc__buf_str(b, "frozenset()");
-            break;
-        }
-        mpc__buf_str(b, "frozenset({");
-        repr_items(b, v, limit);
-        mpc__buf_str(b, "})");
-        break;
-    case MPC_V_DICT:
-        mpc__buf_byte(b, '{');
-        for (size_t i = 0; i < v->u.c.n; i++) {
-            if (i)
-                mpc__buf_str(b, ", ");
-            repr_value(b, v->u.c.items[2 * i], limit);
-            mpc__buf_str(b, ": ");
-            repr_value(b, v->u.c.items[2 * i + 1], limit);
-        }
-        mpc__buf_byte(b, '}');
-        break;
-    default: mpc__buf_str(b, "<invalid>"); break;
+    default: repr_nested(r, v); break;
     }
 }
 
@@ -292,15 +356,20 @@ mpc_status mpc_value_repr_limit(const mpc_value *v, size_t max_len, char **out, 
     if (!v || !out)
         return mpc__error(err, MPC_INVAL, 0, "value and out must not be NULL");
     mpc__buf b = {0};
-    repr_value(&b, v, max_len);
+    rctx r = {&b, max_len, 0, NULL};
+    repr_value(&r, v);
+    free(r.path);
     if (!b.failed && b.len > max_len)
         b.failed = REPR_OVER_LIMIT;
     mpc__buf_byte(&b, '\0');
     if (b.failed) {
-        int over = b.failed == REPR_OVER_LIMIT;
+        int why = b.failed;
         mpc__buf_release(&b);
-        if (over)
+        if (why == REPR_OVER_LIMIT)
             return mpc__error(err, MPC_VALUE, 0, "the repr is longer than %zu bytes", max_len);
+        if (why == REPR_TOO_DEEP)
+            return mpc__error(err, MPC_VALUE, 0, "nesting deeper than %d levels through a cycle",
+                              MPC_VALUE_DEPTH_MAX);
         return mpc__error(err, MPC_NOMEM, 0, "out of memory");
     }
     *out = (char *)b.data;

@@ -141,10 +141,30 @@ static int is_container(int kind)
            kind == MPC_V_FROZENSET;
 }
 
+static void group_free(mpc__group *g);
+
+/* Releases what a node holds (not the node's own memory). */
+static void release_contents(mpc_value *v, const mpc__group *g);
+
 void mpc_value_free(mpc_value *v)
 {
-    if (!v || --v->refs > 0)
+    if (!v)
         return;
+    if (v->grp) {
+        v->refs--;
+        if (--v->grp->ext == 0)
+            group_free(v->grp);
+        return;
+    }
+    if (--v->refs > 0)
+        return;
+    release_contents(v, NULL);
+    free(v);
+}
+
+/* Children inside the group g are freed with it, not released one by one. */
+static void release_contents(mpc_value *v, const mpc__group *g)
+{
     switch (v->kind) {
     case MPC_V_STR:
     case MPC_V_BYTES:
@@ -158,9 +178,12 @@ void mpc_value_free(mpc_value *v)
     case MPC_V_FROZENSET:
     case MPC_V_DICT: {
         size_t n = v->kind == MPC_V_DICT ? 2 * v->u.c.n : v->u.c.n;
-        /* Depth is bounded by MPC_VALUE_DEPTH_MAX, so this recursion is too. */
+        /* Outside groups depth is bounded by MPC_VALUE_DEPTH_MAX, so this
+         * recursion is too; a member's children are members (freed by the
+         * loop of group_free) or scalars. */
         for (size_t i = 0; i < n; i++)
-            mpc_value_free(v->u.c.items[i]);
+            if (!g || v->u.c.items[i]->grp != g)
+                mpc_value_free(v->u.c.items[i]);
         free(v->u.c.items);
         free(v->u.c.index);
         break;
@@ -168,7 +191,160 @@ void mpc_value_free(mpc_value *v)
     default:
         break;
     }
-    free(v);
+}
+
+static void group_free(mpc__group *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        release_contents(g->m[i], g);
+    for (size_t i = 0; i < g->n; i++)
+        free(g->m[i]);
+    free(g->m);
+    free(g);
+}
+
+/* --- groups (see value_internal.h) --- */
+
+typedef struct ptrvec {
+    void **p;
+    size_t n, cap;
+} ptrvec;
+
+static int pv_push(ptrvec *v, void *x)
+{
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? v->cap * 2 : 16;
+        void **np = realloc(v->p, nc * sizeof *np);
+        if (!np)
+            return 0;
+        v->p = np;
+        v->cap = nc;
+    }
+    v->p[v->n++] = x;
+    return 1;
+}
+
+static int is_container(int kind);
+
+/* Collects x for mpc__value_join(): a container outside any group joins
+ * (and its children are walked), a member brings its whole group. */
+static int join_visit(mpc_value *x, ptrvec *join, ptrvec *stack, ptrvec *groups)
+{
+    if (!is_container(x->kind))
+        return 1;
+    if (x->grp) {
+        if (x->grp->mark)
+            return 1;
+        x->grp->mark = 1;
+        return pv_push(groups, x->grp);
+    }
+    if (x->mark)
+        return 1;
+    x->mark = 1;
+    return pv_push(join, x) && pv_push(stack, x);
+}
+
+static size_t child_count(const mpc_value *c)
+{
+    return c->kind == MPC_V_DICT ? 2 * c->u.c.n : c->u.c.n;
+}
+
+/* Before c takes item when that may close a cycle (c is a member, or c is
+ * inside a container, or item is c): makes c, item and every container
+ * reachable from them members of one group, merging the groups met (the
+ * smaller into the larger).  Each container joins a group once and is
+ * walked then, so building or decoding a value costs linear time overall.
+ * 0, or -1 on out of memory with nothing changed. */
+static int join(mpc_value *c, mpc_value *item)
+{
+    ptrvec jn = {0}, st = {0}, gs = {0};
+    int ok = join_visit(c, &jn, &st, &gs) && join_visit(item, &jn, &st, &gs);
+    while (ok && st.n) {
+        mpc_value *x = st.p[--st.n];
+        size_t n = child_count(x);
+        for (size_t i = 0; i < n && ok; i++)
+            ok = join_visit(x->u.c.items[i], &jn, &st, &gs);
+    }
+    mpc__group *t = NULL;
+    size_t total = jn.n;
+    for (size_t i = 0; i < gs.n; i++) {
+        mpc__group *g = gs.p[i];
+        total += g->n;
+        if (!t || g->n > t->n)
+            t = g;
+    }
+    if (ok && !t) {
+        t = calloc(1, sizeof *t);
+        ok = t != NULL;
+    }
+    if (ok && total > t->cap) {
+        mpc_value **m = realloc(t->m, total * sizeof *m);
+        if (m) {
+            t->m = m;
+            t->cap = total;
+        } else {
+            ok = 0;
+            if (!gs.n)
+                free(t);
+        }
+    }
+    for (size_t i = 0; i < jn.n; i++)
+        ((mpc_value *)jn.p[i])->mark = 0;
+    for (size_t i = 0; i < gs.n; i++)
+        ((mpc__group *)gs.p[i])->mark = 0;
+    if (ok) {
+        for (size_t i = 0; i < gs.n; i++) {
+            mpc__group *g = gs.p[i];
+            if (g == t)
+                continue;
+            for (size_t k = 0; k < g->n; k++) {
+                g->m[k]->grp = t;
+                t->m[t->n++] = g->m[k];
+            }
+            t->ext += g->ext;
+            free(g->m);
+            free(g);
+        }
+        for (size_t i = 0; i < jn.n; i++) {
+            mpc_value *x = jn.p[i];
+            x->grp = t;
+            t->m[t->n++] = x;
+            t->ext += x->refs;
+        }
+        /* References between the newcomers and into the group are internal
+         * now (the group was closed: its members point only to members). */
+        for (size_t i = 0; i < jn.n; i++) {
+            mpc_value *x = jn.p[i];
+            size_t n = child_count(x);
+            for (size_t k = 0; k < n; k++) {
+                mpc_value *ch = x->u.c.items[k];
+                if (ch->grp == t) {
+                    ch->refs--;
+                    t->ext--;
+                }
+            }
+        }
+    }
+    free(jn.p);
+    free(st.p);
+    free(gs.p);
+    return ok ? 0 : -1;
+}
+
+/* Whether c taking item may close a cycle, so that both must be in a group. */
+static int may_close_cycle(const mpc_value *c, const mpc_value *item)
+{
+    return c->grp || c->inside || c == item;
+}
+
+/* c now holds item: the caller's reference becomes internal to the group. */
+static void took(mpc_value *c, mpc_value *item)
+{
+    item->inside = 1;
+    if (c->grp && item->grp == c->grp) {
+        item->refs--;
+        c->grp->ext--;
+    }
 }
 
 mpc_value *mpc_value_share(mpc_value *v) { return v ? mpc__value_ref(v) : NULL; }
@@ -296,7 +472,9 @@ static int float_fits_int64(double f)
            f < 9223372036854775808.0;
 }
 
-int mpc__value_hashable(mpc_value *v)
+/* depth: tuples nested around v; a tuple may reach itself through tuples
+ * only when built so through the C API, which this bound stops. */
+static int hashable_at(mpc_value *v, unsigned depth)
 {
     if (v->hash_state)
         return v->hash_state == 1;
@@ -328,7 +506,7 @@ int mpc__value_hashable(mpc_value *v)
         h = mix64(0x5475706c65ull + v->u.c.n);
         for (size_t i = 0; i < v->u.c.n && ok; i++) {
             mpc_value *it = v->u.c.items[i];
-            if (!mpc__value_hashable(it))
+            if (depth >= MPC_VALUE_DEPTH_MAX || !hashable_at(it, depth + 1))
                 ok = 0;
             else
                 h = mix64(h * 31 + it->hash);
@@ -347,6 +525,8 @@ int mpc__value_hashable(mpc_value *v)
     v->hash_state = ok ? 1 : 2;
     return ok;
 }
+
+int mpc__value_hashable(mpc_value *v) { return hashable_at(v, 0); }
 
 static int is_number(int k) { return k == MPC_V_BOOL || k == MPC_V_INT || k == MPC_V_BIGINT || k == MPC_V_FLOAT; }
 
@@ -382,7 +562,102 @@ static int numbers_equal(const mpc_value *a, const mpc_value *b)
 
 static long find_in(const mpc_value *c, mpc_value *key);
 
+/* Equality walks pairs of containers.  After EQ_PLAIN_STEPS of them it
+ * records every pair it enters and takes a pair met again as equal (it is
+ * being compared, or was found equal: any difference ends the walk at
+ * once), so that cycles terminate and shared sub-trees are compared once
+ * per pair.  A walk deeper than MPC_VALUE_DEPTH_MAX, or out of memory for
+ * the record, answers "not equal". */
+#define EQ_PLAIN_STEPS 64
+
+typedef struct eqctx {
+    const mpc_value **pairs; /* open addressing, two pointers a slot */
+    size_t cap, n;           /* slots, pairs recorded */
+    size_t steps;
+    unsigned depth;
+} eqctx;
+
+static size_t pair_slot(const eqctx *x, const mpc_value *a, const mpc_value *b)
+{
+    uint64_t h = (uint64_t)(uintptr_t)a * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)b;
+    h = mix64(h);
+    size_t i = (size_t)h & (x->cap - 1);
+    while (x->pairs[2 * i] && (x->pairs[2 * i] != a || x->pairs[2 * i + 1] != b))
+        i = (i + 1) & (x->cap - 1);
+    return i;
+}
+
+/* 1 if (a, b) was recorded before (now recorded), 0 if new, -1 on out of
+ * memory. */
+static int pair_seen(eqctx *x, const mpc_value *a, const mpc_value *b)
+{
+    if ((x->n + 1) * 2 > x->cap) {
+        size_t nc = x->cap ? x->cap * 2 : 256;
+        const mpc_value **old = x->pairs;
+        size_t ocap = x->cap;
+        x->pairs = calloc(2 * nc, sizeof *x->pairs);
+        if (!x->pairs) {
+            x->pairs = old;
+            return -1;
+        }
+        x->cap = nc;
+        for (size_t i = 0; i < ocap; i++) {
+            if (!old[2 * i])
+                continue;
+            size_t s = pair_slot(x, old[2 * i], old[2 * i + 1]);
+            x->pairs[2 * s] = old[2 * i];
+            x->pairs[2 * s + 1] = old[2 * i + 1];
+        }
+        free(old);
+    }
+    size_t s = pair_slot(x, a, b);
+    if (x->pairs[2 * s])
+        return 1;
+    x->pairs[2 * s] = a;
+    x->pairs[2 * s + 1] = b;
+    x->n++;
+    return 0;
+}
+
+static int equal_in(eqctx *x, const mpc_value *a, const mpc_value *b);
+
 static int equal(const mpc_value *a, const mpc_value *b)
+{
+    eqctx x;
+    memset(&x, 0, sizeof x);
+    int r = equal_in(&x, a, b);
+    free(x.pairs);
+    return r;
+}
+
+/* Compares the children of two containers of the same shape. */
+static int equal_children(eqctx *x, const mpc_value *a, const mpc_value *b)
+{
+    if (a->u.c.n != b->u.c.n)
+        return 0;
+    if (x->depth >= MPC_VALUE_DEPTH_MAX)
+        return 0;
+    if (++x->steps > EQ_PLAIN_STEPS) {
+        int seen = pair_seen(x, a, b);
+        if (seen)
+            return seen > 0;
+    }
+    x->depth++;
+    int r = 1;
+    if (a->kind == MPC_V_DICT) {
+        for (size_t i = 0; i < a->u.c.n && r; i++) {
+            long j = find_in(b, a->u.c.items[2 * i]);
+            r = j >= 0 && equal_in(x, a->u.c.items[2 * i + 1], b->u.c.items[2 * (size_t)j + 1]);
+        }
+    } else {
+        for (size_t i = 0; i < a->u.c.n && r; i++)
+            r = equal_in(x, a->u.c.items[i], b->u.c.items[i]);
+    }
+    x->depth--;
+    return r;
+}
+
+static int equal_in(eqctx *x, const mpc_value *a, const mpc_value *b)
 {
     if (a == b)
         return 1;
@@ -396,6 +671,7 @@ static int equal(const mpc_value *a, const mpc_value *b)
     if (bytes_a && bytes_b)
         return a->u.s.len == b->u.s.len && memcmp(a->u.s.data, b->u.s.data, a->u.s.len) == 0;
     if (set_a && set_b) {
+        /* Elements are hashable, so this cannot reach a cycle. */
         if (a->u.c.n != b->u.c.n)
             return 0;
         for (size_t i = 0; i < a->u.c.n; i++)
@@ -411,21 +687,7 @@ static int equal(const mpc_value *a, const mpc_value *b)
         return a->u.s.len == b->u.s.len && memcmp(a->u.s.data, b->u.s.data, a->u.s.len) == 0;
     case MPC_V_LIST:
     case MPC_V_TUPLE:
-        if (a->u.c.n != b->u.c.n)
-            return 0;
-        for (size_t i = 0; i < a->u.c.n; i++)
-            if (!equal(a->u.c.items[i], b->u.c.items[i]))
-                return 0;
-        return 1;
-    case MPC_V_DICT:
-        if (a->u.c.n != b->u.c.n)
-            return 0;
-        for (size_t i = 0; i < a->u.c.n; i++) {
-            long j = find_in(b, a->u.c.items[2 * i]);
-            if (j < 0 || !equal(a->u.c.items[2 * i + 1], b->u.c.items[2 * (size_t)j + 1]))
-                return 0;
-        }
-        return 1;
+    case MPC_V_DICT: return equal_children(x, a, b);
     default: return 0;
     }
 }
@@ -509,6 +771,16 @@ static int grow(mpc_value *c)
     return 1;
 }
 
+/* Forms or extends a group when c taking item may close a cycle; 0 on out
+ * of memory. */
+static int link_ok(mpc_value *c, mpc_value *item)
+{
+    if (!is_container(item->kind) || !may_close_cycle(c, item) ||
+        (c->grp && item->grp == c->grp))
+        return 1;
+    return join(c, item) == 0;
+}
+
 static mpc_status check_target(mpc_value *c, mpc_value *item, int k1, int k2, mpc_error *err)
 {
     if (!c || !item)
@@ -520,9 +792,8 @@ static mpc_status check_target(mpc_value *c, mpc_value *item, int k1, int k2, mp
         return mpc__error(err, MPC_INVAL, 0,
                           "a %s that is inside another container cannot be modified",
                           mpc_vkind_name(mpc_value_kind(c)));
-    if (item == c)
-        return mpc__error(err, MPC_INVAL, 0, "a %s cannot contain itself",
-                          mpc_vkind_name(mpc_value_kind(c)));
+    if (item == c && c->kind == MPC_V_TUPLE)
+        return mpc__error(err, MPC_INVAL, 0, "a tuple cannot contain itself");
     if (item->kind > MPC_V_FROZENSET)
         return mpc__error(err, MPC_INVAL, 0, "not a value");
     return MPC_OK;
@@ -544,12 +815,13 @@ mpc_status mpc__value_append(mpc_value *seq, mpc_value *item, uint32_t max_depth
     mpc_status st = check_target(seq, item, MPC_V_LIST, MPC_V_TUPLE, err);
     if (st || (st = check_depth(seq, item, max_depth, &h, err)))
         return st;
-    if (!grow(seq))
+    if (!link_ok(seq, item) || !grow(seq))
         return mpc__error(err, MPC_NOMEM, 0, "out of memory");
     seq->u.c.items[seq->u.c.n++] = item;
     seq->height = h;
-    seq->hash_state = 0;
-    item->inside = 1;
+    if (seq->hash_state != 2)
+        seq->hash_state = 0;
+    took(seq, item);
     return MPC_OK;
 }
 
@@ -566,7 +838,7 @@ mpc_status mpc__value_set_add(mpc_value *set, mpc_value *item, uint32_t max_dept
         mpc_value_free(item);
         return MPC_OK;
     }
-    if (!grow(set))
+    if (!link_ok(set, item) || !grow(set))
         return mpc__error(err, MPC_NOMEM, 0, "out of memory");
     set->u.c.items[set->u.c.n] = item;
     if (set->u.c.index)
@@ -574,7 +846,7 @@ mpc_status mpc__value_set_add(mpc_value *set, mpc_value *item, uint32_t max_dept
     set->u.c.n++;
     set->height = h;
     set->hash_state = 0;
-    item->inside = 1;
+    took(set, item);
     return MPC_OK;
 }
 
@@ -593,21 +865,25 @@ mpc_status mpc__value_dict_set(mpc_value *d, mpc_value *key, mpc_value *val, uin
                           mpc_vkind_name(mpc_value_kind(key)));
     long at = find_in(d, key);
     if (at >= 0) {
+        if (!link_ok(d, val))
+            return mpc__error(err, MPC_NOMEM, 0, "out of memory");
         mpc_value **slot = &d->u.c.items[2 * (size_t)at + 1];
-        mpc_value_free(*slot);
+        /* An old value inside the group stays until the group goes. */
+        if (!d->grp || (*slot)->grp != d->grp)
+            mpc_value_free(*slot);
         *slot = val;
         mpc_value_free(key);
     } else {
-        if (!grow(d))
+        if (!link_ok(d, key) || !link_ok(d, val) || !grow(d))
             return mpc__error(err, MPC_NOMEM, 0, "out of memory");
         d->u.c.items[2 * d->u.c.n] = key;
         d->u.c.items[2 * d->u.c.n + 1] = val;
         if (d->u.c.index)
             index_insert(d, d->u.c.n);
         d->u.c.n++;
-        key->inside = 1;
+        took(d, key);
     }
-    val->inside = 1;
+    took(d, val);
     d->height = h1 > h2 ? h1 : h2;
     return MPC_OK;
 }

@@ -8,8 +8,16 @@
  * sub-object between several containers without copying (a hostile memo
  * could otherwise make a copy exponentially large).  The count is private:
  * the public API speaks only of ownership ("containers own their children").
- * Cycles are impossible by construction: a container that already sits inside
- * another container cannot be modified (see mpc__value_can_modify()).
+ *
+ * Cycles (a list or dict that reaches itself, as Python allows) live in
+ * groups: when an insertion may close a cycle, the containers reachable from
+ * both ends join one group, and a group is closed downwards (every container
+ * reachable from a member is a member).  A member's refs count only the
+ * references from outside its group; the group frees all its members at once
+ * when the sum of those (ext) drops to zero.  Every cycle lies inside one
+ * group, so the groups form a DAG and plain counting stays exact.  Heights
+ * of members mean nothing: the walks (repr, encode, equal, the bindings)
+ * bound their own recursion with MPC_VALUE_DEPTH_MAX.
  */
 #ifndef MPC_VALUE_INTERNAL_H
 #define MPC_VALUE_INTERNAL_H
@@ -19,11 +27,20 @@
 /* Internal kind used only on the decoder's stack: an allowed global. */
 #define MPC__V_GLOBAL 100
 
+typedef struct mpc__group {
+    size_t ext;          /* references to members from outside the group */
+    mpc_value **m;       /* the members */
+    size_t n, cap;
+    int mark;            /* scratch for mpc__value_join() */
+} mpc__group;
+
 struct mpc_value {
     int kind;            /* mpc_vkind, or MPC__V_GLOBAL */
-    unsigned refs;       /* owners of this node */
-    unsigned char inside;      /* has been put into a container: now frozen */
+    unsigned refs;       /* owners of this node (outside its group, if any) */
+    unsigned char inside;      /* has been put into a container */
     unsigned char hash_state;  /* 0 not computed, 1 hashable (hash valid), 2 unhashable */
+    unsigned char mark;        /* scratch for mpc__value_join() */
+    mpc__group *grp;     /* the group of a container that is on (or below) a cycle */
     uint32_t height;     /* 1 for scalars and empty containers, else 1 + max child */
     uint64_t hash;
     union {
@@ -53,11 +70,22 @@ mpc_value *mpc__value_new_buf(int kind, const void *data, size_t len);
 static inline mpc_value *mpc__value_ref(mpc_value *v)
 {
     v->refs++;
+    if (v->grp)
+        v->grp->ext++;
     return v;
 }
 
-/* Whether a container may still be modified (it is not inside another). */
-static inline int mpc__value_can_modify(const mpc_value *c) { return !c->inside; }
+/* Whether a container may still be modified: lists and dicts always (as in
+ * Python), a tuple while no hash depends on it, a set while it is not
+ * inside another container. */
+static inline int mpc__value_can_modify(const mpc_value *c)
+{
+    if (c->kind == MPC_V_LIST || c->kind == MPC_V_DICT)
+        return 1;
+    if (c->kind == MPC_V_TUPLE)
+        return !c->inside || c->hash_state != 1;
+    return !c->inside;
+}
 
 /* Container insertion used by the public calls and the decoder.  They take
  * one reference of each item on success; on failure the caller keeps it.

@@ -145,17 +145,93 @@ static void containers_own_their_children_and_keep_order(void **state)
     assert_null(mpc_value_dict_key(d, 3));
     assert_ptr_equal(mpc_value_item(l, 1), mpc_value_item(mpc_value_dict_val(d, 2), 1));
     assert_null(mpc_value_item(l, 2));
-    /* A container inside another cannot change (so no cycles can form). */
-    mpc_value *x = mpc_value_new_int(9);
-    assert_int_equal(mpc_value_append(l, x), MPC_INVAL);
-    mpc_value_free(x); /* still ours after a failure */
-    x = mpc_value_new_none();
+    /* A list inside another container can still change, as in Python. */
+    assert_int_equal(mpc_value_append(l, mpc_value_new_int(9)), MPC_OK);
+    assert_repr(d, "{'b': 1, 'a': 2, 3: [None, 0.5, 9]}");
+    mpc_value *x = mpc_value_new_none();
     assert_int_equal(mpc_value_append(d, x), MPC_INVAL);
-    mpc_value_free(x);
+    mpc_value_free(x); /* still ours after a failure */
+    mpc_value_free(d);
+}
+
+/* Lists and dicts may contain themselves (directly or through other
+ * containers), as in Python; repr prints "[...]" / "{...}" / "(...)" where
+ * Python does, and everything is freed with the last owner (valgrind). */
+static void lists_and_dicts_can_contain_themselves(void **state)
+{
+    (void)state;
     mpc_value *self = mpc_value_new_list();
-    assert_int_equal(mpc_value_append(self, self), MPC_INVAL);
+    assert_int_equal(mpc_value_append(self, mpc_value_share(self)), MPC_OK);
+    assert_repr(self, "[[...]]");
+    assert_ptr_equal(mpc_value_item(self, 0), self);
+    mpc_value *other = mpc_value_new_list();
+    assert_int_equal(mpc_value_append(other, mpc_value_share(other)), MPC_OK);
+    /* Equality terminates (Python would raise RecursionError here). */
+    assert_true(mpc_value_equal(self, other));
+    assert_true(mpc_value_equal(self, self));
+    assert_int_equal(mpc_value_append(other, mpc_value_new_int(1)), MPC_OK);
+    assert_false(mpc_value_equal(self, other));
+    mpc_value_free(other);
+
+    /* d = {}; d['self'] = d; a dict cannot be its own key (unhashable) */
+    mpc_value *d = mpc_value_new_dict();
+    assert_int_equal(mpc_value_dict_set(d, mpc_value_new_str("self", 4), mpc_value_share(d)),
+                     MPC_OK);
+    assert_repr(d, "{'self': {...}}");
+    mpc_value *v = mpc_value_new_none();
+    assert_int_equal(mpc_value_dict_set(d, d, v), MPC_VALUE);
+    mpc_value_free(v);
+
+    /* l = []; t = (l,); l.append(t): a tuple on a cycle through a list */
+    mpc_value *l = mpc_value_new_list(), *t = mpc_value_new_tuple();
+    assert_int_equal(mpc_value_append(l, t), MPC_OK);
+    assert_int_equal(mpc_value_append(t, mpc_value_share(l)), MPC_OK);
+    assert_repr(l, "[([...],)]");
+    assert_repr(t, "([(...)],)");
+    /* A member of a cycle kept alive by another owner outlives the root. */
+    mpc_value *kept = mpc_value_share(t);
+    mpc_value_free(l);
+    assert_repr(kept, "([(...)],)");
+    /* nested: a = [b, a], b = [a], and the dict holds the cycle */
+    mpc_value *a = mpc_value_new_list(), *b = mpc_value_new_list();
+    assert_int_equal(mpc_value_append(b, mpc_value_share(a)), MPC_OK);
+    assert_int_equal(mpc_value_append(a, b), MPC_OK);
+    assert_int_equal(mpc_value_append(a, mpc_value_share(a)), MPC_OK);
+    assert_repr(a, "[[[...]], [...]]");
+    assert_int_equal(mpc_value_dict_set(d, mpc_value_new_int(1), a), MPC_OK);
+    assert_int_equal(mpc_value_dict_set(d, mpc_value_new_int(2), kept), MPC_OK);
+    assert_repr(d, "{'self': {...}, 1: [[[...]], [...]], 2: ([(...)],)}");
+    /* Replacing a value that closed a cycle releases it. */
+    assert_int_equal(mpc_value_dict_set(d, mpc_value_new_str("self", 4), mpc_value_new_int(0)),
+                     MPC_OK);
+    assert_repr(d, "{'self': 0, 1: [[[...]], [...]], 2: ([(...)],)}");
+    /* The encoder writes them as CPython does. */
+    void *out;
+    size_t n;
+    mpc_error err;
+    assert_int_equal(mpc_value_encode(self, 2, &out, &n, &err), MPC_OK);
+    assert_int_equal(n, 9);
+    assert_memory_equal(out, "\x80\x02]q\x00h\x00" "a.", 9);
+    mpc_free(out);
     mpc_value_free(self);
     mpc_value_free(d);
+
+    /* Sets and frozensets cannot reach themselves (their items are
+     * hashable); a set or a tuple used as a key is frozen once inside. */
+    mpc_value *s = mpc_value_new_set();
+    assert_int_not_equal(mpc_value_set_add(s, s), MPC_OK);
+    mpc_value *holder = mpc_value_new_list();
+    assert_int_equal(mpc_value_append(holder, s), MPC_OK);
+    v = mpc_value_new_int(1);
+    assert_int_equal(mpc_value_set_add(s, v), MPC_INVAL);
+    mpc_value_free(v);
+    mpc_value *key = mpc_value_new_tuple(), *kd = mpc_value_new_dict();
+    assert_int_equal(mpc_value_dict_set(kd, key, mpc_value_new_none()), MPC_OK);
+    v = mpc_value_new_int(1);
+    assert_int_equal(mpc_value_append(key, v), MPC_INVAL);
+    mpc_value_free(v);
+    assert_int_equal(mpc_value_append(holder, kd), MPC_OK);
+    mpc_value_free(holder);
 }
 
 static void equal_keys_follow_python_rules(void **state)
@@ -339,6 +415,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(scalars_are_built_and_read_back),
         cmocka_unit_test(containers_own_their_children_and_keep_order),
+        cmocka_unit_test(lists_and_dicts_can_contain_themselves),
         cmocka_unit_test(equal_keys_follow_python_rules),
         cmocka_unit_test(the_parser_reads_python_literal_syntax),
         cmocka_unit_test(the_parser_reads_exponents_as_python_does),

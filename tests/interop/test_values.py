@@ -335,3 +335,30 @@ def test_listen_decode_count_ends_with_status_8_when_a_value_was_refused(cli, tm
         rc, out, err = listen_decode_count(cli, payloads)
         assert (rc, out) == (want, printed), err
         assert len([l for l in err if "refused value" in l]) == payloads.count(refused), err
+
+
+def cyclic_values():
+    a = []
+    a.append(a)
+    d = {}
+    d["self"] = [d, (d,)]
+    tl = []
+    t = (1, tl, 2, 3)
+    tl.append(t)
+    n1 = []
+    n1.append([n1])
+    n1.append(n1)
+    return [a, d, t, tl, n1]
+
+
+def test_listen_decode_prints_python_repr_of_cycles_at_every_protocol(cli, tmp_path):
+    """Containers that contain themselves (issue 14, item 5): `--decode`
+    prints "[...]", "{...}" and "(...)" exactly where repr() does."""
+    payloads, want = [], []
+    for v in cyclic_values():
+        for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+            payloads.append(pickle.dumps(v, proto))
+            want.append(repr(v))
+    rc, out, err = listen_decode_count(cli, payloads)
+    assert (rc, err) == (0, [])
+    assert out == want

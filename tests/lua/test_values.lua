@@ -211,8 +211,6 @@ end)
 
 H.test("what cannot be sent raises and sends nothing", function()
   local a, b = pair()
-  local cyc = { 1 }
-  cyc[2] = { x = cyc }
   local deep = {}
   local c = deep
   for _ = 1, 1000 do c[1] = {}; c = c[1] end
@@ -221,7 +219,6 @@ H.test("what cannot be sent raises and sends nothing", function()
     { { 1, { f = print } }, "cannot send a value of type function %(at value%[2%]%[\"f\"%]%)" },
     { coroutine.create(print), "cannot send a value of type thread" },
     { io.stdout, "cannot send a value of type userdata" },
-    { cyc, "the table contains itself %(a cycle%) %(at value%[2%]%[\"x\"%]%)" },
     { deep, "nesting deeper than 1000 levels" },
     { { [{}] = 1 }, "dict key of type dict is unhashable" },
     { { [list { 1 }] = 1 }, "dict key of type list is unhashable" },

@@ -166,7 +166,12 @@ def test_errors_after_an_interrupted_receive_speak_python(sent_mib):
             raw, other = socket.socketpair()
             conn = m.Connection(other.detach())
             data = b"\xff\xff\xff\xff" + (128 << 20).to_bytes(8, "big") + b"\xff" * (sent_mib << 20)
-            sender = start_thread(raw.sendall, data)
+            def send_all():
+                try:
+                    raw.sendall(data)
+                except OSError:  # shut down below when the receiver stopped early
+                    pass
+            sender = start_thread(send_all)
             signal.setitimer(signal.ITIMER_REAL, 1.5)
             backstop = threading.Timer(8.0, raw.shutdown, (socket.SHUT_WR,))
             backstop.start()
@@ -176,10 +181,19 @@ def test_errors_after_an_interrupted_receive_speak_python(sent_mib):
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 backstop.cancel()
+            if sender.is_alive():
+                # A slow machine (sanitizers, valgrind): the alarm came before
+                # all was sent; nobody reads any more, so end the sender.
+                raw.shutdown(socket.SHUT_WR)
             sender.join(T)
             raw.close()
             for _ in range(3):
                 kind, text = outcome(conn.recv_bytes)
+                if m is stock:
+                    # Stock reads the rest of the payload as headers: what it
+                    # raises depends on how much had arrived (OSError,
+                    # EOFError, or OverflowError on a slow machine).
+                    continue
                 assert kind in ("OSError", "EOFError"), (m.__name__, kind, text)
                 assert "mpc_" not in text and "()" not in text, (m.__name__, text)
             conn.close()

@@ -93,7 +93,41 @@ def py3_values():
     for _ in range(8):  # shared twice per level: repr grows as 2**levels
         deept = (deept, {"d": deept})
     v.append(("deep_tuple_dict", deept))
+    v.extend(recursive_values())
     return v
+
+
+def recursive_values():
+    """Containers that contain themselves (CPython memoizes a list or dict
+    before its items, and pops a tuple that showed up in the memo while its
+    items were saved: POP..GET, POP_MARK GET)."""
+    a = []
+    a.append(a)
+    d = {}
+    d["self"] = d
+    tl = []
+    t = (tl,)
+    tl.append(t)
+    t4l = []
+    t4 = (1, t4l, 2, 3)
+    t4l.append(t4)
+    t2l = []
+    t2 = (t2l, t2l)
+    t2l.append(t2)
+    n1 = []
+    n2 = [n1]
+    n1.append(n2)
+    n1.append(n1)
+    dd = {}
+    dl = [dd]
+    dd[1] = dl
+    dd[2] = (dl, dd)
+    fz = frozenset({(1, "x")})
+    keyed = {fz: []}
+    keyed[fz].append(keyed)
+    return [("cycle_list", a), ("cycle_dict", d), ("cycle_tuple_list", t),
+            ("cycle_list_tuple", tl), ("cycle_tuple4_list", t4), ("cycle_tuple2_same", t2),
+            ("cycle_nested", n1), ("cycle_dict_mix", dd), ("cycle_frozenset_key", keyed)]
 
 
 PY2_SCRIPT = r'''
@@ -113,6 +147,14 @@ cases = [
     ("py2_shared", [s, s]), ("py2_nested", {"name": u"Bob", "scores": [1, 2.5, None], "t": (True,)}),
     ("py2_list_1500", range(1500)),
 ]
+ca = []
+ca.append(ca)
+cl = []
+ct = (cl, 1, 2, 3)
+cl.append(ct)
+cd = {}
+cd["self"] = [cd, (cd,)]
+cases += [("py2_cycle_list", ca), ("py2_cycle_tuple4", ct), ("py2_cycle_dict", cd)]
 latin = [("py2_latin1_str", "caf\xe9"), ("py2_latin1_bytearray", bytearray("\xff\x00"))]
 for proto in (0, 1, 2):
     for name, v in cases:
