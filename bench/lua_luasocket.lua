@@ -8,7 +8,8 @@
 --   * send_bytes packs header and payload into one string (one send) up to
 --     SMALL bytes, and sends them as two strings above (copying a large
 --     payload costs more than a second system call);
---   * send_many concatenates the packed messages and sends them at once;
+--   * send_many concatenates the packed small messages and sends them at
+--     once (a large payload goes as send_bytes sends it);
 --   * recv_bytes reads the header and the payload with receive(n), which
 --     reads through LuaSocket's own buffer (8 KiB): many small frames are
 --     served by one recv, as from a buffered reader.  No Lua-level buffer on
@@ -45,17 +46,26 @@ function Conn.send_bytes(self, s)
 end
 
 function Conn.send_many(self, t)
-  local parts = {}
+  local sock, parts, k = self.sock, {}, 0
   for i = 1, #t do
     local s = t[i]
-    if #s > SHORT_MAX then
-      parts[#parts + 1] = header(#s)
-      parts[#parts + 1] = s
+    local n = #s
+    if n <= SMALL then
+      k = k + 1
+      parts[k] = pack(">s4", s)
     else
-      parts[#parts + 1] = pack(">s4", s)
+      -- A large payload is not copied: what is gathered goes first.
+      k = k + 1
+      parts[k] = header(n)
+      local ok, err = sock:send(concat(parts, "", 1, k))
+      if not ok then return nil, err end
+      ok, err = sock:send(s)
+      if not ok then return nil, err end
+      k = 0
     end
   end
-  return self.sock:send(concat(parts))
+  if k == 0 then return true end
+  return sock:send(concat(parts, "", 1, k))
 end
 
 function Conn.recv_bytes(self)
