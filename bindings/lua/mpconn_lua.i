@@ -140,9 +140,11 @@
 %ignore mpc_recv_begin;
 %ignore mpc_recv_payload;
 %ignore mpc_recv_alloc_step;
-/* C function pointers cannot be built from Lua. */
+/* C function pointers cannot be built from Lua (mpc_recv_with's allocator:
+ * a Lua string cannot be filled in place either, see above). */
 %ignore mpc_conn_set_interrupt;
 %ignore mpc_listener_set_interrupt;
+%ignore mpc_recv_with;
 /* Closing must clear the handle before the object is freed: core.conn_close,
  * core.conn_detach and core.listener_close (mpcl_module.c) do. */
 %ignore mpc_conn_close;
