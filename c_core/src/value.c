@@ -874,7 +874,10 @@ mpc_status mpc__value_dict_set(mpc_value *d, mpc_value *key, mpc_value *val, uin
         *slot = val;
         mpc_value_free(key);
     } else {
-        if (!link_ok(d, key) || !link_ok(d, val) || !grow(d))
+        /* The value first: when it is d itself, d forms its group here, and
+         * the key (a tuple, say) must then join it too; left outside, its
+         * reference from d would count as external once it joined later. */
+        if (!link_ok(d, val) || !link_ok(d, key) || !grow(d))
             return mpc__error(err, MPC_NOMEM, 0, "out of memory");
         d->u.c.items[2 * d->u.c.n] = key;
         d->u.c.items[2 * d->u.c.n + 1] = val;
