@@ -138,8 +138,10 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
 {
     mpc_conn *c = calloc(1, sizeof *c);
     *out = NULL;
-    if (!c)
-        return mpc__error(err, MPC_NOMEM, 0, "out of memory");
+    if (!c) {
+        mpc__error(err, MPC_NOMEM, 0, "out of memory");
+        return MPC_NOMEM; /* (spelled out: callers use *out unless it fails) */
+    }
     c->fd = fd;
     c->readable = readable != 0;
     c->writable = writable != 0;
