@@ -24,7 +24,7 @@ want="${1:-test}"
 PY="${PYTHON:-python3}"
 
 DEMO_PKGS=(gcc make pkg-config libssl-dev swig lua5.4 liblua5.4-dev)
-TEST_PKGS=("${DEMO_PKGS[@]}" libcmocka-dev valgrind clang libclang-rt-14-dev cppcheck iproute2 lua-cqueues lua-luv)
+TEST_PKGS=("${DEMO_PKGS[@]}" libcmocka-dev valgrind clang libclang-rt-14-dev cppcheck iproute2 lua-cqueues lua-luv lua-socket)
 
 case "$want" in
   demo) PKGS=("${DEMO_PKGS[@]}") ;;

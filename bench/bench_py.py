@@ -4,7 +4,8 @@ pyzmq PAIR sockets, driven identically.
     python bench_py.py IMPL MODE SIZE COUNT TRANSPORT
 
 IMPL: stock | mpconn (default: exact reads) | mpconn-ra (read_ahead=True on
-both ends) | zmq.  MODE: pingpong | stream | batch (mpconn:
+both ends) | zmq | floor (the interpreter floor: both loops on C calls that
+do nothing, no sockets, no fork; pingpong and stream; TRANSPORT ignored).  MODE: pingpong | stream | batch (mpconn:
 send_bytes_many; zmq: not offered) | stream_into (recv_bytes_into a
 preallocated buffer).  The parent measures; a forked child is the peer.
 Prints one JSON object like bench_c.  Placement (pinning) is done by the
@@ -121,21 +122,20 @@ def serve(conn, mode, count, size):
         conn.send_bytes(b"k")
 
 
-def main():
-    impl, mode, size, count, transport = sys.argv[1:6]
-    size, count = int(size), int(count)
-    server_setup, client_setup = open_pair(impl, transport)
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            serve(server_setup(), mode, count, size)
-        except BaseException as e:  # report, never hang the parent
-            sys.stderr.write("server: %r\n" % (e,))
-            code = 2
-        os._exit(code)
-    conn = client_setup()
-    payload = b"x" * size
+class FloorConn:
+    """The interpreter floor's connection: send_bytes and recv_bytes are C
+    calls that do nothing, with the arity of the real ones.  send_bytes is
+    len (one argument); recv_bytes is the payload's __bytes__ (no argument;
+    returns the payload itself, so the ping-pong peer sends it back).  Both
+    are builtin methods, as mpconn's are, looked up as attributes."""
+
+    def __init__(self, payload):
+        self.send_bytes = len
+        self.recv_bytes = getattr(payload, "__bytes__", payload.strip)
+
+
+def drive(conn, mode, count, payload):
+    """The measuring side's loop; returns (seconds, latencies)."""
     lat = []
     clock = time.perf_counter
     t0 = clock()
@@ -159,11 +159,52 @@ def main():
         for _ in range(count):
             send(payload)
         conn.recv_bytes()
-    t1 = clock()
+    return clock() - t0, lat
+
+
+def floor(mode, size, count):
+    """The interpreter floor (SPEC 6): both sides' loops, drive() and
+    serve(), run one after the other in this process on a FloorConn, so the
+    same number of C calls per message as a real run and nothing else.  The
+    seconds are the interpreter's time for count messages (both peers);
+    ops_per_s is its inverse rate.  bench/run.py adds this time to the plain
+    C baselines' to get what the best possible binding could reach."""
+    if mode not in ("pingpong", "stream"):
+        raise SystemExit("floor: pingpong or stream")
+    payload = b"x" * size
+    conn = FloorConn(payload)
+    t_client, _ = drive(conn, mode, count, payload)
+    t0 = time.perf_counter()
+    serve(conn, mode, count, size)
+    secs = t_client + time.perf_counter() - t0
+    print(json.dumps({
+        "impl": "py-floor", "mode": mode, "size": size, "count": count,
+        "seconds": secs, "ops_per_s": count / secs, "mb_per_s": count * size / secs / 1e6,
+        "floor_us": secs / count * 1e6,
+    }))
+
+
+def main():
+    impl, mode, size, count, transport = sys.argv[1:6]
+    size, count = int(size), int(count)
+    if impl == "floor":
+        return floor(mode, size, count)
+    server_setup, client_setup = open_pair(impl, transport)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            serve(server_setup(), mode, count, size)
+        except BaseException as e:  # report, never hang the parent
+            sys.stderr.write("server: %r\n" % (e,))
+            code = 2
+        os._exit(code)
+    conn = client_setup()
+    payload = b"x" * size
+    secs, lat = drive(conn, mode, count, payload)
     _, status = os.waitpid(pid, 0)
     if status != 0:
         sys.exit("server failed")
-    secs = t1 - t0
     p50 = p99 = 0.0
     if lat:
         lat.sort()

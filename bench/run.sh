@@ -3,7 +3,10 @@
 #   bash bench/run.sh [--quick] [--reps N]
 # Builds the library, the bench program, the Python package (build/venv) and
 # the Lua module if they are missing, installs pyzmq for the comparison, then
-# runs bench/run.py.  Takes about 8 minutes on 2 cores (--quick: about 1).
+# runs bench/run.py.  Estimated at about 10 minutes on 2 idle cores (7 before
+# issue 15's rows; not measured idle since), a quarter of it the
+# Lua floor, LuaSocket, Lua read-ahead and Python floor rows (14-17 minutes
+# as measured with other work sharing the cores; --quick: about 2).
 # The Python package is reinstalled when its sources changed since the last run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

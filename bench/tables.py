@@ -20,7 +20,9 @@ import run  # noqa: E402  (the driver: SIZES, human(), print_targets())
 IMPLS = [("c-plain", "plain C, CPython's reads"), ("c-plainbuf", "plain C, buffered"),
          ("c-mpconn", "mpconn C"), ("c-mpconn-ra", "mpconn C read-ahead"),
          ("py-mpconn", "mpconn Python"), ("py-mpconn-ra", "mpconn Python read-ahead"),
+         ("py-floor", "Python floor ‡"),
          ("lua-mpconn", "mpconn Lua"), ("lua-mpconn-ra", "mpconn Lua read-ahead"),
+         ("lua-floor", "Lua floor"), ("lua-luasocket", "LuaSocket (pure Lua)"),
          ("py-stock", "stock CPython"), ("py-zmq", "pyzmq")]
 TITLES = {"pinned": "Both peers pinned to CPU 0", "free": "Free placement",
           "unix": "Unix socket", "tcp": "TCP loopback"}
@@ -36,7 +38,11 @@ def table(results, placement, transport):
            "pattern (higher is better). First column: ops/s of the best plain C (the "
            "buffered program unless marked †: there plain C with CPython's reads was "
            "faster). Read-ahead columns: `read_ahead` on both ends; the others read "
-           "exactly (the default).", "",
+           "exactly (the default)." + (
+               " ‡ Python floor: what the best possible Python binding could reach, the "
+               "plain C program's time per message plus the interpreter's alone (a Python "
+               "loop making the same C calls, which do nothing: %s)." % floor_note(by)
+               if any(k[2] == "py-floor" for k in by) else ""), "",
            "| case | best plain C (ops/s) | " + " | ".join(n for _, n in present) + " |",
            "|---|---|" + "---|" * len(present)]
     for mode, label in (("pingpong", "ping-pong"), ("stream", "stream"),
@@ -67,6 +73,53 @@ def table(results, placement, transport):
     return "\n".join(out)
 
 
+def floor_note(by):
+    notes = []
+    for mode, label in (("pingpong", "ping-pong"), ("stream", "stream")):
+        r = by.get((mode, 16, "py-floor"))
+        if r and "floor_us" in r:
+            notes.append("%.3f µs a 16 B %s message" % (r["floor_us"], label))
+    return ", ".join(notes) or "not measured"
+
+
+LUA_COLS = [("lua-mpconn", "mpconn Lua"), ("lua-mpconn-ra", "mpconn Lua read-ahead"),
+            ("lua-luasocket", "LuaSocket (pure Lua)")]
+
+
+def lua_table(results, placement, transport):
+    """Lua against its references (SPEC 6): time per message over the Lua
+    floor's (target: within 1.10x, read-ahead on small messages, both modes
+    on large ones) and speed over the pure-Lua LuaSocket framing (target:
+    at least 3x)."""
+    by = {(r["mode"], r["size"], r["impl"]): r for r in results
+          if (r["placement"], r["transport"]) == (placement, transport)}
+    if not any(k[2] == "lua-floor" for k in by):
+        return None
+    out = ["### Lua against the Lua floor: %s, %s" % (TITLES[placement], TITLES[transport]), "",
+           "First three columns: time per message over the Lua floor's (lower is better; "
+           "the target is at most 1.10, for the read-ahead mode on small messages and both "
+           "modes on large ones). Last two: mpconn Lua's speed over the pure-Lua LuaSocket "
+           "framing (the target is at least 3). Same mode as the row: batched rows compare "
+           "`send_many` with `send_many`.", "",
+           "| case | Lua floor (ops/s) | " + " | ".join(n for _, n in LUA_COLS) +
+           " | mpconn Lua ÷ LuaSocket | read-ahead ÷ LuaSocket |",
+           "|---|---|" + "---|" * (len(LUA_COLS) + 2)]
+    f = lambda v: "%.2f" % v if v else "–"
+    for mode, label in (("pingpong", "ping-pong"), ("stream", "stream"),
+                        ("batch", "stream, batched send")):
+        for size in run.SIZES:
+            fl = by.get((mode, size, "lua-floor"))
+            if not fl or "ops_per_s" not in fl:
+                continue
+            cells = [f(by.get((mode, size, i), {}).get("x_lua_floor")) for i, _ in LUA_COLS]
+            cells += [f(by.get((mode, size, i), {}).get("vs_luasocket"))
+                      for i in ("lua-mpconn", "lua-mpconn-ra")]
+            out.append("| %s %s | %s | %s |" % (run.human(size), label,
+                                                "{:,.0f}".format(fl["ops_per_s"]),
+                                                " | ".join(cells)))
+    return "\n".join(out)
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(run.BUILD, "bench-results.json")
     with open(path) as f:
@@ -77,6 +130,10 @@ def main():
             if any((r["placement"], r["transport"]) == (pl, tr) for r in results):
                 print(table(results, pl, tr))
                 print()
+                lt = lua_table(results, pl, tr)
+                if lt:
+                    print(lt)
+                    print()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         run.print_handshake_cost(results)

@@ -463,37 +463,39 @@ MPC_API mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, siz
  * the statuses of mpc_recv_bytes(). */
 MPC_API mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len);
 
-/* Zero-copy receive of a message that is already complete in the
- * connection's read buffer (small messages usually are: one read brings
- * many).  mpc_recv_peek() sets *data to the payload inside the library's
- * buffer and *len to its length, and consumes nothing; mpc_recv_consume()
- * then takes that message off the stream.  Between the two, make no other
- * call on c; the view is borrowed and is valid until then.  Copy it, then
- * consume: if the copy fails, the message is still there.
- * mpc_recv_peek() returns MPC_AGAIN when the next message is not wholly
- * buffered, is longer than maxlength or the connection's max_message_size,
- * or the connection is not in a state to receive; no error is recorded, and
- * a normal receive call takes it from there (and reports what needs
- * reporting).  mpc_recv_consume() returns MPC_AGAIN if no whole message is
- * buffered.  Neither blocks or makes a system call; MPC_INVAL for NULL. */
-MPC_API mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_t *len);
-MPC_API mpc_status mpc_recv_consume(mpc_conn *c);
-
-/* Two-step receive, for bindings that allocate the destination themselves
- * (e.g. a Python bytes object):
- *   mpc_recv_begin() reads the next header (or returns the one already
- *   pending) and checks it against maxlength as mpc_recv_bytes() does; on
- *   MPC_OK *len is the payload length and the message is pending.
- *   mpc_recv_payload() then reads the next n bytes of the pending payload
- *   (n <= what remains) into dst; when the last byte is read the message is
- *   complete.  Call it in steps for large messages.
- *   mpc_recv_alloc_step() is the library's allocation policy: given the
- *   declared length and the bytes already received, how large the
- *   destination should be now (never more than a bounded step beyond what
- *   arrived). */
-MPC_API mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len);
-MPC_API mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n);
-MPC_API size_t mpc_recv_alloc_step(uint64_t declared, size_t received);
+/* Receives one whole message into memory the caller allocates: the same
+ * checks, statuses and allocation policy as mpc_recv_bytes() (which is this
+ * call with the library's own allocator), for bindings whose result must be
+ * their own object (a Python bytes, say) without a second copy.
+ *
+ * alloc(arg, old, old_size, new_size):
+ *   - old == NULL: returns new_size bytes (new_size may be 0: a non-NULL
+ *     pointer all the same), or NULL on failure;
+ *   - old != NULL, new_size > old_size: grows the block to new_size bytes,
+ *     keeping its first old_size bytes; returns the block (moved or not), or
+ *     NULL on failure, when old is still the caller's and is then freed by
+ *     the next call;
+ *   - old != NULL, new_size == 0: frees old (the return value is ignored).
+ * The library grows a block only as bytes arrive (never more than a bounded
+ * step beyond them, mpc_recv_alloc_step()), so a hostile header cannot make
+ * it allocate its claimed size.  alloc is called with nothing of the
+ * library locked, from the calling thread, only during this call: it may
+ * take a language's global lock (the GIL) and release it again before it
+ * returns, and it may call the const getters of c (mpc_conn_buffered(), to
+ * know whether the rest of the block is already in the read buffer) but no
+ * other call on c.
+ *
+ * On MPC_OK, *out is the block (the caller owns it, as alloc made it) and
+ * *len the message length; the block is exactly *len bytes long as far as
+ * alloc knows it (the last size passed).  On any failure *out is NULL,
+ * *len 0 and everything alloc made is freed; if alloc failed the status is
+ * MPC_NOMEM: when nothing of the payload had been taken yet the message
+ * stays pending (the next receive returns it), otherwise it is abandoned
+ * and the connection is broken, as for a failure in mid-message.  The
+ * other statuses are those of mpc_recv_bytes().  Blocks (io_timeout). */
+typedef void *(*mpc_alloc_fn)(void *arg, void *old, size_t old_size, size_t new_size);
+MPC_API mpc_status mpc_recv_with(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void *arg,
+                                 void **out, size_t *len);
 
 /* Sets *ready to 1 if a message or end of file is pending (buffered data
  * counts), else 0, waiting up to timeout.  Never consumes data.  MPC_CLOSED,
@@ -571,6 +573,46 @@ MPC_API void mpc_conn_wake(mpc_conn *c);
  * MPC_OK, MPC_INVAL (NULL, or not a socket: pipes cannot be shut down),
  * MPC_OS. */
 MPC_API mpc_status mpc_conn_shutdown(mpc_conn *c);
+
+/* ========================================================================
+ * 3a. Binding plumbing (PROVISIONAL: may change or leave the public header
+ *     before 1.0).
+ *
+ * Steps of a receive, for language bindings that need them; applications
+ * use mpc_recv_bytes(), mpc_recv_bytes_into() or mpc_recv_with().
+ * ======================================================================== */
+
+/* Zero-copy receive of a message that is already complete in the
+ * connection's read buffer (small messages usually are: one read brings
+ * many).  mpc_recv_peek() sets *data to the payload inside the library's
+ * buffer and *len to its length, and consumes nothing; mpc_recv_consume()
+ * then takes that message off the stream.  Between the two, make no other
+ * call on c; the view is borrowed and is valid until then.  Copy it, then
+ * consume: if the copy fails, the message is still there.
+ * mpc_recv_peek() returns MPC_AGAIN when the next message is not wholly
+ * buffered, is longer than maxlength or the connection's max_message_size,
+ * or the connection is not in a state to receive; no error is recorded, and
+ * a normal receive call takes it from there (and reports what needs
+ * reporting).  mpc_recv_consume() returns MPC_AGAIN if no whole message is
+ * buffered.  Neither blocks or makes a system call; MPC_INVAL for NULL. */
+MPC_API mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_t *len);
+MPC_API mpc_status mpc_recv_consume(mpc_conn *c);
+
+/* Two-step receive, for bindings that allocate the destination themselves
+ * (e.g. a Python bytes object):
+ *   mpc_recv_begin() reads the next header (or returns the one already
+ *   pending) and checks it against maxlength as mpc_recv_bytes() does; on
+ *   MPC_OK *len is the payload length and the message is pending.
+ *   mpc_recv_payload() then reads the next n bytes of the pending payload
+ *   (n <= what remains) into dst; when the last byte is read the message is
+ *   complete.  Call it in steps for large messages.
+ *   mpc_recv_alloc_step() is the library's allocation policy: given the
+ *   declared length and the bytes already received, how large the
+ *   destination should be now (never more than a bounded step beyond what
+ *   arrived). */
+MPC_API mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len);
+MPC_API mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n);
+MPC_API size_t mpc_recv_alloc_step(uint64_t declared, size_t received);
 
 /* Abandons a message that mpc_recv_begin()/mpc_recv_payload() delivered
  * only in part (a caller that stops in the middle, e.g. on an interrupt):

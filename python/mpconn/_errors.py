@@ -7,6 +7,10 @@ what it returns.  Messages that CPython fixes (``"bad message length"``,
 ``"handle is closed"`` ...) come from here, not from the C detail text, so
 they match CPython exactly; the C text is used where CPython's words are
 the C core's (authentication) or where there is no CPython equivalent.
+
+The table is checked at import against the extension's STATUS_NAMES, which
+is made from the core's status list (MPC_STATUS_MAP in mpconn.h): a status
+added to the core without an entry here makes ``import mpconn`` fail.
 """
 
 import errno as _errno
@@ -52,9 +56,27 @@ STATUS_EXCEPTIONS = {
 }
 
 
+def _check_table(status_names):
+    missing = [n for n in status_names if n != "OK" and n not in STATUS_EXCEPTIONS]
+    unknown = [n for n in STATUS_EXCEPTIONS if n not in status_names]
+    if missing or unknown:
+        raise ImportError("mpconn._errors.STATUS_EXCEPTIONS is out of step with the C core's "
+                          "statuses: no entry for %s; no such status: %s"
+                          % (", ".join(missing) or "-", ", ".join(unknown) or "-"))
+
+
 def make_error(name, message, err=0, payload=None):
     """Return the exception for a C status name (never raises itself)."""
     factory = STATUS_EXCEPTIONS.get(name)
     if factory is None:
         return OSError("%s: %s" % (name, message))
     return factory(message, err, payload)
+
+
+def _check():
+    from . import core
+
+    _check_table(core.STATUS_NAMES)
+
+
+_check()

@@ -119,6 +119,14 @@ def _raise_status(status, message):
     raise make_error(_core.mpc_status_name(status), message or _core.mpc_strerror(status))
 
 
+def _set_read_ahead(conn):
+    """Switches conn to read-ahead (the core's mpc_conn_set_read_ahead)."""
+    status = _core.mpc_conn_set_read_ahead(conn, 1)
+    if status != _core.MPC_OK:
+        raise make_error(_core.mpc_status_name(status), _core.mpc_conn_errmsg(conn),
+                         _core.mpc_conn_errno(conn))
+
+
 def _check_authkey_type(authkey):
     if not isinstance(authkey, bytes):
         raise ValueError("Authkey must be bytes, not {0!s}".format(type(authkey)))
@@ -341,7 +349,7 @@ class Listener(object):
         except socket.gaierror as e:
             _reraise_gaierror(e, address)
         self._handle = handle
-        self._family = handle.family()
+        self._family = _core.mpc_listener_family(handle)
         if self._family == "AF_UNIX":
             if caddr.startswith(b"@"):
                 self._address = b"\0" + caddr[1:]
@@ -352,7 +360,7 @@ class Listener(object):
                 self._finalizer = util.Finalize(self, _close_handle, args=(handle,),
                                                 exitpriority=0)
         else:
-            self._address = _inet_from_c(handle.address(), self._family)
+            self._address = _inet_from_c(_core.mpc_listener_address(handle), self._family)
         self._last_accepted = None
         self._authkey = authkey
         self._read_ahead = bool(read_ahead)
@@ -377,12 +385,12 @@ class Listener(object):
             # first, so it is the last accepted one.
             if self._authkey is not None and self._handle is not None and \
                     not isinstance(e, TimeoutError) and str(e) != "listener is closed":
-                peer = self._handle.last_peer()
+                peer = _core.mpc_listener_last_peer(self._handle)
                 self._last_accepted = _inet_from_c(peer, self._family) if peer else ""
             raise
         if self._read_ahead:
-            conn._set_read_ahead(True)
-        peer = conn._peer()
+            _set_read_ahead(conn)
+        peer = _core.mpc_conn_peer(conn)
         if peer:
             self._last_accepted = _inet_from_c(peer, self._family)
         elif self._family == "AF_UNIX":
@@ -405,7 +413,7 @@ class Listener(object):
     def fileno(self):
         if self._handle is None:
             raise OSError("listener is closed")
-        return self._handle.fileno()
+        return _core.mpc_listener_fileno(self._handle)
 
     @property
     def address(self):
@@ -461,7 +469,7 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
         conn.close()
         raise TypeError("authkey should be a byte string")
     if read_ahead:
-        conn._set_read_ahead(True)
+        _set_read_ahead(conn)
     return conn
 
 
@@ -473,8 +481,8 @@ def Pipe(duplex=True, *, read_ahead=False):
     """
     a, b = _core.pipe(Connection, bool(duplex))
     if read_ahead:
-        a._set_read_ahead(True)
-        b._set_read_ahead(True)
+        _set_read_ahead(a)
+        _set_read_ahead(b)
     return a, b
 
 

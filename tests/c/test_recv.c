@@ -541,6 +541,74 @@ static void eof_right_after_a_header_is_end_of_file(void **state)
     mpc_conn_close(a);
 }
 
+/* mpc_recv_with(): the caller's allocator makes the message's memory (for
+ * an empty message too); one that fails leaves the message pending, so a
+ * later call still gets it; everything allocated is handed over or freed. */
+typedef struct {
+    int live;  /* blocks made and not freed */
+    int fail;  /* fail the next allocation */
+    size_t last;
+} test_alloc_state;
+
+static void *test_alloc(void *arg, void *old, size_t old_size, size_t new_size)
+{
+    test_alloc_state *t = arg;
+    (void)old_size;
+    if (old && new_size == 0) {
+        free(old);
+        t->live--;
+        return NULL;
+    }
+    if (t->fail) {
+        t->fail = 0;
+        return NULL;
+    }
+    void *p = realloc(old, new_size ? new_size : 1);
+    if (p && !old)
+        t->live++;
+    t->last = new_size;
+    return p;
+}
+
+static void recv_with_uses_the_callers_allocator(void **state)
+{
+    (void)state;
+    mpc_conn *a, *b;
+    make_pair(0, NULL, &a, &b);
+    static const size_t sizes[] = {0, 16, LARGE, 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned char *m = pattern(sizes[i], (unsigned)i);
+        assert_int_equal(mpc_send_bytes(b, m, sizes[i]), MPC_OK);
+        assert_int_equal(mpc_send_bytes(b, m, sizes[i]), MPC_OK);
+        test_alloc_state t = {0, 1, 0};
+        void *out = (void *)1;
+        size_t len = 99;
+        assert_int_equal(mpc_recv_with(a, MPC_NO_LIMIT, test_alloc, &t, &out, &len), MPC_NOMEM);
+        assert_null(out);
+        assert_int_equal(len, 0);
+        assert_int_equal(t.live, 0);
+        for (int k = 0; k < 2; k++) { /* the pending message, then its copy */
+            assert_int_equal(mpc_recv_with(a, MPC_NO_LIMIT, test_alloc, &t, &out, &len), MPC_OK);
+            assert_int_equal(len, sizes[i]);
+            assert_int_equal(t.last, sizes[i]);
+            assert_non_null(out);
+            assert_memory_equal(out, m, sizes[i]);
+            free(out);
+            t.live--;
+            assert_int_equal(t.live, 0);
+        }
+        free(m);
+    }
+    assert_int_equal(mpc_send_bytes(b, "xy", 2), MPC_OK);
+    void *out = NULL;
+    size_t len = 0;
+    assert_int_equal(mpc_recv_with(a, 1, test_alloc, &(test_alloc_state){0, 0, 0}, &out, &len),
+                     MPC_TOOLONG);
+    assert_null(out);
+    mpc_conn_close(b);
+    mpc_conn_close(a);
+}
+
 static int exact_mode(void **state)
 {
     (void)state;
@@ -567,6 +635,7 @@ int main(void)
         cmocka_unit_test(deadlines_and_eof_after_a_large_message_over_a_socketpair),
         cmocka_unit_test(deadlines_and_eof_after_a_large_message_over_tcp),
         cmocka_unit_test(eof_right_after_a_header_is_end_of_file),
+        cmocka_unit_test(recv_with_uses_the_callers_allocator),
     };
     int failed = cmocka_run_group_tests_name("read modes", once, NULL, NULL);
     failed += cmocka_run_group_tests_name("exact reads", both, exact_mode, NULL);

@@ -690,57 +690,6 @@ size_t mpc_recv_alloc_step(uint64_t declared, size_t received)
     return want > SIZE_MAX ? SIZE_MAX : (size_t)want;
 }
 
-static mpc_status recv_alloc(mpc_conn *c, size_t maxlength, mpc__deadline dl, void **out,
-                             size_t *len)
-{
-    uint64_t l = 0;
-    mpc_status st = begin(c, maxlength, dl, &l);
-    if (st != MPC_OK)
-        return st;
-    size_t total = (size_t)l;
-    size_t cap = mpc_recv_alloc_step(l, 0);
-    size_t got = 0;
-    unsigned char *buf = mpc__alloc_out(cap);
-    if (!buf)
-        return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
-    while (got < total) {
-        if (got == cap) {
-            size_t ncap = mpc_recv_alloc_step(l, got);
-            unsigned char *nb = mpc__realloc_out(buf, ncap);
-            if (!nb) {
-                mpc_free(buf);
-                set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
-                lost_message(c);
-                return MPC_NOMEM;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        st = read_payload(c, buf + got, cap - got, dl);
-        if (st != MPC_OK) {
-            mpc_free(buf);
-            lost_message(c);
-            return st;
-        }
-        got = cap;
-    }
-    *out = buf;
-    *len = total;
-    return MPC_OK;
-}
-
-mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, size_t *len)
-{
-    mpc_status st = check_read(c);
-    if (st != MPC_OK)
-        return st;
-    if (!out || !len)
-        return set_err(c, MPC_INVAL, 0, "out and len must not be NULL");
-    *out = NULL;
-    *len = 0;
-    return recv_alloc(c, maxlength, io_deadline(c), out, len);
-}
-
 /* The payload length of the next message if it is wholly buffered, with a
  * short header, and the connection is healthy, readable and between
  * messages; else -1. */
@@ -836,6 +785,107 @@ mpc_status mpc_recv_consume(mpc_conn *c)
     clear_err(c);
     take_buffered(c, (size_t)l);
     return MPC_OK;
+}
+
+/* The one "grow the buffer only as bytes arrive" receive loop: the header
+ * (begin()), then the payload in pieces of mpc_recv_alloc_step(), each
+ * piece into memory from the caller's alloc (see mpc_recv_with()). */
+static mpc_status recv_alloc(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void *arg,
+                             void **out, size_t *len)
+{
+    mpc__deadline dl = io_deadline(c);
+    uint64_t l = 0;
+    mpc_status st = begin(c, maxlength, dl, &l);
+    if (st != MPC_OK)
+        return st;
+    size_t total = (size_t)l;
+    size_t cap = mpc_recv_alloc_step(l, 0);
+    size_t got = 0;
+    unsigned char *buf = alloc(arg, NULL, 0, cap);
+    if (!buf) {
+        /* Nothing of the payload taken: the message stays pending (an
+         * empty one too, which begin() counted as complete). */
+        c->pending = 1;
+        return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+    }
+    while (got < total) {
+        if (got == cap) {
+            size_t ncap = mpc_recv_alloc_step(l, got);
+            unsigned char *nb = alloc(arg, buf, cap, ncap);
+            if (!nb) {
+                (void)alloc(arg, buf, cap, 0);
+                set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+                lost_message(c);
+                return MPC_NOMEM;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        st = read_payload(c, buf + got, cap - got, dl);
+        if (st != MPC_OK) {
+            (void)alloc(arg, buf, cap, 0);
+            lost_message(c);
+            return st;
+        }
+        got = cap;
+    }
+    *out = buf;
+    *len = total;
+    return MPC_OK;
+}
+
+mpc_status mpc_recv_with(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void *arg,
+                         void **out, size_t *len)
+{
+    if (out)
+        *out = NULL;
+    if (len)
+        *len = 0;
+    /* Fast path: the message is already whole in the read buffer (most
+     * messages of a stream of small ones): one allocation, one copy.  A
+     * failed allocation leaves it on the stream. */
+    if (c && alloc && out && len) {
+        int64_t l = whole_buffered_within(c, maxlength);
+        if (l >= 0) {
+            void *p = alloc(arg, NULL, 0, (size_t)l);
+            if (!p)
+                return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", (size_t)l);
+            memcpy(p, c->rbuf + c->rpos + 4, (size_t)l);
+            clear_err(c);
+            take_buffered(c, (size_t)l);
+            *out = p;
+            *len = (size_t)l;
+            return MPC_OK;
+        }
+    }
+    mpc_status st = check_read(c);
+    if (st != MPC_OK)
+        return st;
+    if (!alloc || !out || !len)
+        return set_err(c, MPC_INVAL, 0, "alloc, out and len must not be NULL");
+    return recv_alloc(c, maxlength, alloc, arg, out, len);
+}
+
+/* mpc_recv_with()'s allocator for mpc_recv_bytes(): memory mpc_free()
+ * releases. */
+static void *recv_bytes_alloc(void *arg, void *old, size_t old_size, size_t new_size)
+{
+    (void)arg;
+    (void)old_size;
+    if (old && new_size == 0) {
+        mpc_free(old);
+        return NULL;
+    }
+    return mpc__realloc_out(old, new_size);
+}
+
+mpc_status mpc_recv_bytes(mpc_conn *c, size_t maxlength, void **out, size_t *len)
+{
+    if (!out || !len) {
+        mpc_status st = check_read(c);
+        return st != MPC_OK ? st : set_err(c, MPC_INVAL, 0, "out and len must not be NULL");
+    }
+    return mpc_recv_with(c, maxlength, recv_bytes_alloc, NULL, out, len);
 }
 
 mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready)
