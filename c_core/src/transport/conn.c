@@ -850,7 +850,7 @@ mpc_status mpc_recv_with(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void
             void *p = alloc(arg, NULL, 0, (size_t)l);
             if (!p)
                 return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", (size_t)l);
-            memcpy(p, c->rbuf + c->rpos + 4, (size_t)l);
+            memcpy(p, c->rbuf + c->rpos + MPC__FRAME_SHORT, (size_t)l);
             clear_err(c);
             take_buffered(c, (size_t)l);
             *out = p;
