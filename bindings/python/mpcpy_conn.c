@@ -326,6 +326,25 @@ static int mpcpy_get_buffer(PyObject *obj, Py_buffer *view, int flags)
     return -1;
 }
 
+#if PY_VERSION_HEX < 0x03090000
+/* CPython 3.8's send_bytes copies a buffer of items wider than a byte
+ * (bytes(memoryview(buf))), so a strided one works there; 3.9 and later
+ * cast it instead and refuse a strided one, as mpcpy_get_buffer() does.
+ * A new bytes object, or NULL (no exception set) when 3.8 refuses too. */
+static PyObject *mpcpy_py38_wide_copy(PyObject *obj)
+{
+    Py_buffer probe;
+    int wide = 0;
+    if (PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO) == 0) {
+        wide = probe.itemsize > 1 && !PyBuffer_IsContiguous(&probe, 'C');
+        PyBuffer_Release(&probe);
+    }
+    PyObject *b = wide ? PyBytes_FromObject(obj) : NULL;
+    PyErr_Clear();
+    return b;
+}
+#endif
+
 /* send_bytes(buf, offset=0, size=None) */
 static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
                                        PyObject *kwnames)
@@ -345,8 +364,18 @@ static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, 
         return NULL;
     if (a[2] && a[2] != Py_None && mpcpy_ssize(a[2], &size) < 0)
         return NULL;
+#if PY_VERSION_HEX < 0x03090000
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_SIMPLE) < 0) {
+        PyObject *copy = PyErr_ExceptionMatches(PyExc_BufferError) ? mpcpy_py38_wide_copy(a[0]) : NULL;
+        int got = copy ? PyObject_GetBuffer(copy, &view, PyBUF_SIMPLE) : -1;
+        Py_XDECREF(copy); /* the view keeps its own reference */
+        if (got < 0 && mpcpy_get_buffer(a[0], &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+    }
+#else
     if (mpcpy_get_buffer(a[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
+#endif
     if (off < 0) {
         PyErr_SetString(PyExc_ValueError, "offset is negative");
         goto fail;

@@ -82,7 +82,10 @@ def test_send_bytes_of_a_non_contiguous_buffer(buf):
                 a.send_bytes(memoryview(b"abcdef")[::2])
             else:
                 a.send_bytes(memoryview(array.array("i", [1, 2, 3, 4]))[::2])
-    assert same_outcome(op, message=False)[0] == "TypeError"
+    # CPython 3.8 copies a buffer of items wider than a byte (strided ones
+    # too); 3.9 and later refuse a strided one.
+    copies = buf == "int-array-stride" and sys.version_info < (3, 9)
+    assert same_outcome(op, message=False)[0] == ("ok" if copies else "TypeError")
 
 
 def test_recv_bytes_into_a_non_contiguous_buffer():
