@@ -7,7 +7,8 @@
 --   c:send_bytes("reply")                 -- true, or nil, message, code
 --
 -- This file is the idiomatic layer over the SWIG-built core "mpconn.core"
--- (bindings/lua/mpconn_lua.i), which it loads; it holds no protocol logic.
+-- (bindings/lua/mpconn_lua.i and the C files beside it), which it loads; it
+-- holds no protocol logic.
 --
 -- Conventions (as LuaSocket, luv and lzmq):
 --   * An expected failure returns nil, message, code.  code is the status
@@ -51,12 +52,11 @@
 -- caller buffer to receive into; recv_bytes(maxlength) bounds the size.
 --
 -- SIGPIPE: writing to a one-way pipe (mpconn.pipe(false)) whose reader is
--- gone returns nil, message, "OS" (EPIPE), as a socket does.  The pipe
--- writer's send_bytes and send_many block SIGPIPE in the calling thread for
--- the write and take back the SIGPIPE that write raised, so the signal never
--- reaches the process (whose default action, in the stand-alone lua
--- interpreter, is to die).  No signal disposition is changed.  Sockets use
--- MSG_NOSIGNAL and never raise it.
+-- gone returns nil, message, "OS" (EPIPE), as a socket does.  The C library
+-- never raises SIGPIPE (SPEC 11: sockets use MSG_NOSIGNAL, pipe writes block
+-- it around the write when it would kill the process), so the stand-alone
+-- lua interpreter, whose default action for it is to die, lives on.  No
+-- signal disposition is changed.
 
 local core = require "mpconn.core"
 
@@ -213,7 +213,8 @@ local Conn_mt = {
   __index = Connection,
 }
 
--- A connection is a table holding its handle at [1] (nil once closed).  The
+-- A connection is a table holding its handle at [1] (nil once closed): a
+-- userdata of the compiled core's own ("mpconn.conn", bindings/lua/mpcl.h).  The
 -- per-message methods are also set on each table: found there, they skip a
 -- metatable lookup per call.
 local fast -- the C methods, set below
@@ -256,7 +257,7 @@ local function conn_fail(h, st, level, msg)
 end
 
 -- send_bytes, send_many and recv_bytes run once per message, so they are C
--- functions (core.conn_methods, bindings/lua/mpconn_lua.i) that do the I/O
+-- functions (core.conn_methods, bindings/lua/mpcl_conn.c) that do the I/O
 -- themselves.  They check the common case only and call the functions below
 -- for everything else: these raise on misuse (called from C, so their error
 -- levels count one frame more) and return the normalised argument.  A
@@ -300,11 +301,8 @@ fast = core.conn_methods({
   send_bytes = send_bytes_args, send_many = send_many_args, recv_bytes = recv_bytes_args,
   fail = conn_fail,
 })
--- Called through the class (mpconn.Connection.send_bytes(w, s)) the
--- methods do not know whether w is a pipe writer: they guard against
--- SIGPIPE as the pipe writer's own methods do (see "SIGPIPE" at the top).
-Connection.send_bytes = fast.pipe_send_bytes
-Connection.send_many = fast.pipe_send_many
+Connection.send_bytes = fast.send_bytes
+Connection.send_many = fast.send_many
 Connection.recv_bytes = fast.recv_bytes
 -- Bytes held by recv_bytes's staging buffer (one per Lua state, for
 -- messages of 1 KiB to 4 MiB; see lua/README.md "Speed and memory"); for
@@ -315,7 +313,7 @@ M._recv_buffer_size = fast.stage_size
 -- Values: conn:send(v), conn:recv(), mpconn.encode/decode/repr
 ---------------------------------------------------------------------------
 -- Lua values travel as pickles of plain Python values, converted in C
--- (bindings/lua/mpconn_lua.i).  lua/README.md "Values" has the mapping and
+-- (bindings/lua/mpcl_values.c).  lua/README.md "Values" has the mapping and
 -- every rule; in short:
 --   nil (top level) / mpconn.null <-> None;  booleans <-> bool;
 --   integers <-> int (beyond 64 bits: mpconn.bigint "decimal text");
@@ -414,9 +412,8 @@ values = core.value_setup({ fail = conn_fail, send_prep = send_prep, recv_prep =
 --- conn:send(v [, opts]) -> true | nil, message, code
 -- Sends v as one pickled message, as Python's Connection.send(obj).  opts:
 -- protocol (2, 3, 4 or 5; default 4; 2 for Python 2.7 peers), max_depth
--- (default 1000).  Raises if v cannot be sent as a Python value.  Through
--- the class, guarded against SIGPIPE (see Connection.send_bytes).
-Connection.send = values.pipe_send
+-- (default 1000).  Raises if v cannot be sent as a Python value.
+Connection.send = values.send
 
 --- conn:recv([opts]) -> value | nil, message, code
 -- Receives one pickled message, as Python's Connection.recv(), but safely:
@@ -789,12 +786,7 @@ function M.pipe(duplex, opts)
   end
   local st, a, b, msg = core.mpc_pipe(duplex == false and 0 or 1, c_options(opts, 2, "pipe"))
   if st ~= OK then return nil, msg, NAMES[st] end
-  if duplex ~= false then return wrap_conn(a), wrap_conn(b) end
-  -- The writing end is a pipe: its sends keep SIGPIPE from killing the
-  -- process when the reader is gone (see "SIGPIPE" at the top).
-  local w = wrap_conn(b)
-  w.send_bytes, w.send_many, w.send = fast.pipe_send_bytes, fast.pipe_send_many, values.pipe_send
-  return wrap_conn(a), w
+  return wrap_conn(a), wrap_conn(b)
 end
 
 --- mpconn.wait(conns [, timeout]) -> list | nil, message, code

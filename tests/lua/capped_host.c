@@ -9,8 +9,10 @@
  *   host.wait(pid)                waits for that child -> exit status
  *   host.heap()                   bytes the C heap holds now (mallinfo2)
  *   host.lua_bytes()              bytes the Lua state holds now
- *   host.alloc_is_ours()          whether the state's allocator is still
- *                                 this host's (SPEC 11: require leaves it)
+ *   host.alloc_is_ours()          whether lua_getallocf still returns this
+ *                                 host's function and userdata, exactly as
+ *                                 lua_newstate got them (SPEC 11: require
+ *                                 leaves the allocator alone)
  * Exit status: 0 if the script ran without error, 1 otherwise.
  */
 #define _GNU_SOURCE
@@ -106,10 +108,15 @@ static int host_lua_bytes(lua_State *L)
     return 1;
 }
 
+/* The allocator and userdata given to lua_newstate. */
+static lua_Alloc host_f;
+static void *host_ud;
+
 static int host_alloc_is_ours(lua_State *L)
 {
     void *ud = NULL;
-    lua_pushboolean(L, lua_getallocf(L, &ud) == capped_alloc);
+    lua_Alloc f = lua_getallocf(L, &ud);
+    lua_pushboolean(L, f == host_f && ud == host_ud);
     return 1;
 }
 
@@ -128,7 +135,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cap) c.cap = (size_t)strtoull(cap, NULL, 10);
-    lua_State *L = lua_newstate(capped_alloc, &c);
+    host_f = capped_alloc;
+    host_ud = &c;
+    lua_State *L = lua_newstate(host_f, host_ud);
     if (!L) return 1;
     luaL_openlibs(L);
     static const luaL_Reg fns[] = {

@@ -1,16 +1,18 @@
 -- Run by capped_host (tests/lua/capped_host.c), a host whose Lua allocator
 -- refuses to go past MPCONN_LUA_CAP bytes (issue 14, item 3).  Not a test
 -- of its own: ctest runs "capped_host capped_script.lua" (lua.capped_host).
+local function check(cond, msg) if not cond then error(msg, 2) end end
+
+-- 0. require leaves the host's allocator alone (SPEC 11): lua_getallocf
+-- gives the very function and userdata the host made the state with, before
+-- and after loading the module (and at the end, after using it).  A wrapper
+-- that a host stacked another allocator on leaked its state at lua_close.
+check(host.alloc_is_ours(), "the host's allocator before require")
 local mpconn = require "mpconn"
+check(host.alloc_is_ours(), "require \"mpconn\" replaced the state's allocator")
 local MiB = 1 << 20
 local BIG = 65 * MiB -- above the library's allocation step (64 MiB) and the staging buffer (4 MiB)
 local ROUNDS = 20
-
-local function check(cond, msg) if not cond then error(msg, 2) end end
-
--- 0. require leaves the host's allocator alone (SPEC 11; a wrapper that a
--- host stacked another allocator on leaked its state at lua_close).
-check(host.alloc_is_ours(), "require \"mpconn\" replaced the state's allocator")
 
 -- 1. Receives that fail for lack of Lua memory leak nothing.
 do
@@ -55,4 +57,5 @@ do
   check(host.wait(pid) == 0, "the sender's exit status")
   a:close()
 end
+check(host.alloc_is_ours(), "the state's allocator after receiving")
 print("capped host: ok")

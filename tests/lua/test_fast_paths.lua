@@ -221,18 +221,68 @@ H.test("writing to a one-way pipe whose reader is gone returns nil, message, OS 
   H.match(out, "sigpipe\t%[%]", "SIGPIPE neither blocked nor pending afterwards")
 end)
 
-H.test("the reading end of a one-way pipe and duplex ends use the plain methods", function()
+H.test("every end, and the class, share one set of C methods (no per-end SIGPIPE variants)", function()
   local r, w = mpconn.pipe(false)
-  -- The class methods are the guarded ones (they may be called on a pipe writer).
-  H.eq(rawget(w, "send_bytes"), mpconn.Connection.send_bytes, "the writer has the guarded variant")
-  H.eq(rawget(w, "send"), mpconn.Connection.send, "the writer's send is guarded")
-  H.ok(rawget(r, "send_bytes") ~= mpconn.Connection.send_bytes, "the reader has the plain one")
-  local a = mpconn.pipe()
-  H.ok(rawget(a, "send_many") ~= mpconn.Connection.send_many, "a duplex end has the plain one")
-  a:close()
+  local C = mpconn.Connection
+  for _, name in ipairs({ "send_bytes", "send_many", "recv_bytes", "send", "recv" }) do
+    H.eq(rawget(w, name), C[name], "the writer's " .. name)
+    H.eq(rawget(r, name), C[name], "the reader's " .. name)
+  end
+  local a, b = mpconn.pipe()
+  H.eq(rawget(a, "send_many"), C.send_many, "a duplex end's send_many")
+  a:close(); b:close()
   H.eq(w:send_bytes("through the pipe"), true, "send")
   H.eq(r:recv_bytes(), "through the pipe", "recv")
   r:close(); w:close()
+end)
+
+H.test("handles are userdata of the module's own, not SWIG pointers", function()
+  local a, b = mpconn.pipe()
+  local h = rawget(a, 1)
+  H.eq(type(h), "userdata", "a userdata")
+  H.eq(getmetatable(h), "mpconn.conn", "its metatable's name (the table itself is hidden)")
+  local l = assert(mpconn.listen(H.address("unix")))
+  H.eq(getmetatable(rawget(l, "_listener")), "mpconn.listener", "a listener's handle")
+  l:close()
+  -- A handle of the wrong kind, or any other value, is refused by name.
+  local core = mpconn.core
+  H.raises("connection handle expected", core.mpc_conn_fileno, {})
+  H.raises("connection handle expected", core.mpc_conn_fileno, io.stdout)
+  H.raises("listener handle expected", core.mpc_listener_fileno, h)
+  H.raises("connection handle expected", core.conn_close, mpconn.null)
+  -- The fast paths never take a foreign userdata in [1] for a handle.
+  a[1] = io.stdout
+  H.raises("without a handle", a.send_bytes, a, "x")
+  H.raises("without a handle", a.recv_bytes, a)
+  H.raises("without a handle", a.send, a, 1)
+  a[1] = h
+  -- nil and closed handles raise "closed" in the raw core.
+  H.raises("connection is closed", core.mpc_conn_fileno, nil)
+  a:close()
+  H.raises("connection is closed", core.mpc_conn_fileno, h)
+  H.raises("connection is closed", core.mpc_send_bytes, h, "x")
+  b:close()
+end)
+
+H.test("a raw handle that is dropped without close is closed by its own __gc", function()
+  local core = mpconn.core
+  local st, ra, wb = core.mpc_pipe(0, nil)
+  H.eq(st, 0, "raw pipe")
+  local fd = core.mpc_conn_fileno(wb)
+  H.eq(core.mpc_send_bytes(wb, "one"), 0, "raw send")
+  local _, msg = core.mpc_recv_bytes(ra, -1)
+  H.eq(msg, "one", "raw recv")
+  ra, wb = nil, nil
+  local function nfds()
+    local p = io.popen("ls /proc/" .. H.pid .. "/fd | wc -l")
+    local n = tonumber(p:read("a")); p:close(); return n
+  end
+  collectgarbage(); collectgarbage()
+  local before = nfds()
+  for _ = 1, 50 do core.mpc_pipe(1, nil) end
+  collectgarbage(); collectgarbage()
+  H.ok(nfds() <= before + 2, "50 dropped raw pipes left no descriptors open")
+  H.ok(fd >= 0, "the raw writer had a descriptor")
 end)
 
 H.done()
