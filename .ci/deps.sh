@@ -7,8 +7,8 @@
 #   demo  what the demo needs: the C build (gcc, make, cmake, pkg-config,
 #         libssl-dev), SWIG, Lua 5.4 with headers, Python with venv/headers;
 #   test  the above plus what the test suites and CI use (cmocka, valgrind,
-#         clang with its sanitizer/fuzzer runtime, iproute2, and the Lua
-#         event-loop libraries cqueues and luv).
+#         clang with its sanitizer/fuzzer runtime, cppcheck, iproute2, and
+#         the Lua event-loop libraries cqueues and luv).
 #
 # Only what is missing is installed.  As root, or with passwordless sudo, it
 # installs it (one line says what; apt's own output goes to a log shown only
@@ -24,7 +24,7 @@ want="${1:-test}"
 PY="${PYTHON:-python3}"
 
 DEMO_PKGS=(gcc make pkg-config libssl-dev swig lua5.4 liblua5.4-dev)
-TEST_PKGS=("${DEMO_PKGS[@]}" libcmocka-dev valgrind clang libclang-rt-14-dev iproute2 lua-cqueues lua-luv lua-socket)
+TEST_PKGS=("${DEMO_PKGS[@]}" libcmocka-dev valgrind clang libclang-rt-14-dev cppcheck iproute2 lua-cqueues lua-luv lua-socket)
 
 case "$want" in
   demo) PKGS=("${DEMO_PKGS[@]}") ;;

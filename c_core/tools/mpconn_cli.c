@@ -231,19 +231,14 @@ static int parse_args(struct cli *c, int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
         if (strcmp(a, "--hex") == 0) {
             c->hex = 1;
-            takes = 0;
         } else if (listen && strcmp(a, "--echo") == 0) {
             c->echo = 1;
-            takes = 0;
         } else if (strcmp(a, "--decode") == 0) {
             c->decode = 1;
-            takes = 0;
         } else if (strcmp(a, "--read-ahead") == 0) {
             c->read_ahead = 1;
-            takes = 0;
         } else if (strcmp(a, "--") == 0) {
             for (i++; i < argc; i++) {
                 if (!c->address)
@@ -321,7 +316,7 @@ static int parse_args(struct cli *c, int argc, char **argv)
             } else {
                 return usage_error("unknown option %s", a);
             }
-            i += takes;
+            i++; /* the option's value, used above */
             continue;
         } else if (!c->address) {
             c->address = a;
@@ -342,8 +337,10 @@ static int parse_args(struct cli *c, int argc, char **argv)
             return EXIT_USAGE;
     } else if (key_arg) {
         set_key(c, key_arg);
-    } else if (getenv("MPCONN_AUTHKEY")) {
-        set_key(c, getenv("MPCONN_AUTHKEY"));
+    } else {
+        const char *env = getenv("MPCONN_AUTHKEY");
+        if (env)
+            set_key(c, env);
     }
     return EXIT_OK;
 }

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "transport.h"
+#include "transport/transport.h"
 
 static mpc__addr parse_ok(const char *text)
 {

@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-#include "transport.h"
+#include "transport/transport.h"
 
 /* ---------------------------------------------------------------- helpers */
 

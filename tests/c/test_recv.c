@@ -25,7 +25,7 @@
 
 #include <cmocka.h>
 
-#include "transport.h"
+#include "transport/transport.h"
 
 /* Large: above half the 64 KiB read buffer, so read straight into the
  * destination; the size sits between the two so that it says nothing

@@ -11,7 +11,7 @@
  * happens before anything is sent, and a decoding failure after the whole
  * message was consumed, so the stream stays in step either way.
  */
-#include "transport.h"
+#include "transport/transport.h"
 
 #include <stdio.h>
 #include <string.h>

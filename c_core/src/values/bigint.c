@@ -150,7 +150,8 @@ int mpc__bigint_parse(const char *digits, size_t n, int negative, int base, size
     }
     if (n == 0)
         return -1;
-    int bits_per = base == 2 ? 1 : base == 8 ? 3 : base == 16 ? 4 : 4;
+    /* Bits per digit: 4 for base 16, and an upper bound for base 10 (3.33). */
+    int bits_per = base == 2 ? 1 : base == 8 ? 3 : 4;
     /* Bound the work: base 10 by digits, others by bits (3.33 bits/digit). */
     if (base == 10 ? n > max_digits : (double)n * bits_per > (double)max_digits * 3.33 + 8)
         return -1;

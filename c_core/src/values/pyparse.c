@@ -441,11 +441,11 @@ closing:
 
 static mpc_status parse_dict_rest(parser *p, mpc_value *d, mpc_value *key, size_t key_at)
 {
-    mpc_status st;
     for (;;) {
         /* key parsed, ':' consumed */
         mpc_value *val;
-        if ((st = parse_value(p, &val))) {
+        mpc_status st = parse_value(p, &val);
+        if (st) {
             mpc_value_free(key);
             return st;
         }
@@ -613,7 +613,6 @@ static mpc_status parse_value(parser *p, mpc_value **out)
     *out = NULL;
     int c = peek(p);
     size_t at = p->pos;
-    mpc_status st;
     if (c < 0)
         return perr(p, at, "unexpected end of input");
     if (c == '[' || c == '(' || c == '{') {
@@ -621,6 +620,7 @@ static mpc_status parse_value(parser *p, mpc_value **out)
             return mpc__error(p->err, MPC_VALUE, 0, "nesting deeper than %d at offset %zu",
                               MPC_VALUE_DEPTH_DEFAULT, at);
         p->pos++;
+        mpc_status st;
         if (c == '[') {
             mpc_value *l = mpc_value_new_list();
             if (!l)

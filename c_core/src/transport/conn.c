@@ -23,6 +23,7 @@
  * message was moved mark the connection broken (sticky, c->broken).
  */
 #include "transport.h"
+#include "wire/wire.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -137,8 +138,10 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
 {
     mpc_conn *c = calloc(1, sizeof *c);
     *out = NULL;
-    if (!c)
-        return mpc__error(err, MPC_NOMEM, 0, "out of memory");
+    if (!c) {
+        mpc__error(err, MPC_NOMEM, 0, "out of memory");
+        return MPC_NOMEM; /* (spelled out: callers use *out unless it fails) */
+    }
     c->fd = fd;
     c->readable = readable != 0;
     c->writable = writable != 0;
@@ -411,13 +414,13 @@ static int expect_large(const mpc_conn *c)
 /* Bytes a refill for a header takes when a large message is expected: the
  * usual 4-byte header (the 12-byte form of a message over 2 GiB then takes a
  * few more reads, nothing next to its payload). */
-#define MPC__HDR_READ 4
+#define MPC__HDR_READ MPC__FRAME_SHORT
 
-/* Bytes the header being decoded still needs: 4, or 8 more after the -1
- * of the long form.  Exact reads take no more than that. */
+/* Bytes the header being decoded still needs (wire.h).  Exact reads take
+ * no more than that. */
 static size_t header_need(const mpc_conn *c)
 {
-    return c->hdr_have < 4 ? 4 - c->hdr_have : MPC_FRAME_HEADER_MAX - c->hdr_have;
+    return mpc__frame_header_need(c->hdr_have);
 }
 
 /* Asks the interrupt hook whether to stop, between the pieces of a transfer
@@ -456,24 +459,21 @@ static mpc_status truncated(mpc_conn *c)
     return MPC_TRUNCATED;
 }
 
-/* The length in a short (4-byte, non-negative) header at h. */
-static size_t short_header_len(const unsigned char *h)
-{
-    return ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
-}
-
 /* Reads the next header.  A timeout or interrupt leaves the partial header
  * in the decoder, so the stream stays in step. */
 static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
 {
     for (;;) {
-        /* Fast path: a whole non-negative 4-byte header already buffered
+        /* Fast path: a whole non-negative short header already buffered
          * and no header in progress (the decoder is idle).  The -1 form
          * and the errors go through the decoder below. */
-        if (c->hdr_have == 0 && c->rend - c->rpos >= 4 && c->rbuf[c->rpos] < 0x80) {
-            *len = short_header_len(c->rbuf + c->rpos);
-            c->rpos += 4;
-            return MPC_OK;
+        if (c->hdr_have == 0) {
+            int64_t l = mpc__frame_short_len(c->rbuf + c->rpos, c->rend - c->rpos);
+            if (l >= 0) {
+                *len = (uint64_t)l;
+                c->rpos += MPC__FRAME_SHORT;
+                return MPC_OK;
+            }
         }
         if (c->rpos < c->rend) {
             size_t used = 0;
@@ -695,12 +695,9 @@ size_t mpc_recv_alloc_step(uint64_t declared, size_t received)
  * messages; else -1. */
 static inline int64_t whole_buffered(const mpc_conn *c)
 {
-    size_t avail = c->rend - c->rpos;
-    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
-        avail < 4 || c->rbuf[c->rpos] >= 0x80)
+    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have)
         return -1;
-    size_t l = short_header_len(c->rbuf + c->rpos);
-    return l <= avail - 4 ? (int64_t)l : -1;
+    return mpc__frame_whole_len(c->rbuf + c->rpos, c->rend - c->rpos);
 }
 
 /* whole_buffered(), and only for a message of at most limit bytes that the
@@ -719,7 +716,7 @@ static inline int64_t whole_buffered_within(const mpc_conn *c, size_t limit)
  * off the stream, leaving the state a completed receive leaves. */
 static inline void take_buffered(mpc_conn *c, size_t l)
 {
-    c->rpos += 4 + l;
+    c->rpos += MPC__FRAME_SHORT + l;
     c->pend_len = (uint64_t)l;
     c->pend_left = 0;
 }
@@ -757,7 +754,7 @@ mpc_status mpc_recv_bytes_into(mpc_conn *c, void *buf, size_t cap, size_t *len)
         int64_t l = whole_buffered_within(c, cap);
         if (l >= 0) {
             clear_err(c);
-            memcpy(buf, c->rbuf + c->rpos + 4, (size_t)l);
+            memcpy(buf, c->rbuf + c->rpos + MPC__FRAME_SHORT, (size_t)l);
             take_buffered(c, (size_t)l);
             *len = (size_t)l;
             return MPC_OK;
@@ -773,7 +770,7 @@ mpc_status mpc_recv_peek(mpc_conn *c, size_t maxlength, const void **data, size_
     int64_t l = whole_buffered_within(c, maxlength);
     if (l < 0)
         return MPC_AGAIN;
-    *data = c->rbuf + c->rpos + 4;
+    *data = c->rbuf + c->rpos + MPC__FRAME_SHORT;
     *len = (size_t)l;
     return MPC_OK;
 }
@@ -853,7 +850,7 @@ mpc_status mpc_recv_with(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void
             void *p = alloc(arg, NULL, 0, (size_t)l);
             if (!p)
                 return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", (size_t)l);
-            memcpy(p, c->rbuf + c->rpos + 4, (size_t)l);
+            memcpy(p, c->rbuf + c->rpos + MPC__FRAME_SHORT, (size_t)l);
             clear_err(c);
             take_buffered(c, (size_t)l);
             *out = p;
@@ -1050,7 +1047,7 @@ typedef struct hs_io {
     mpc_conn *c;
     mpc__deadline dl;
     size_t len;
-    unsigned char buf[HS_OUT_FRAMES * (4 + MPC_HS_FRAME_MAX)];
+    unsigned char buf[HS_OUT_FRAMES * (MPC__FRAME_SHORT + MPC_HS_FRAME_MAX)];
 } hs_io;
 
 static mpc_status hs_fail(mpc_conn *c, mpc_status st)
@@ -1077,7 +1074,7 @@ static mpc_status hs_flush(hs_io *io)
  * the queue is full. */
 static mpc_status hs_put(hs_io *io, const void *buf, size_t len)
 {
-    if (io->len + 4 + len > sizeof io->buf) {
+    if (io->len + MPC__FRAME_SHORT + len > sizeof io->buf) {
         mpc_status st = hs_flush(io);
         if (st != MPC_OK)
             return st;
@@ -1097,9 +1094,9 @@ static int hs_frame_arrived(mpc_conn *c)
         return 1;
     if (c->read_ahead || !c->is_socket || c->pending || c->hdr_have || c->rpos != c->rend)
         return 0;
-    unsigned char b[4 + MPC_HS_FRAME_MAX];
+    unsigned char b[MPC__FRAME_SHORT + MPC_HS_FRAME_MAX];
     size_t n = mpc__io_peek(c->fd, b, sizeof b);
-    return n >= 4 && b[0] < 0x80 && short_header_len(b) <= n - 4;
+    return mpc__frame_whole_len(b, n) >= 0;
 }
 
 /* Receives one handshake frame (at most MPC_HS_FRAME_MAX bytes), writing

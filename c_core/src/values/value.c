@@ -273,11 +273,13 @@ static int join(mpc_value *c, mpc_value *item)
         if (!t || g->n > t->n)
             t = g;
     }
-    if (ok && !t) {
+    /* A new group only for newcomers (c, a container, always brings either
+     * itself or its group; when neither, there is nothing to do). */
+    if (ok && !t && jn.n) {
         t = calloc(1, sizeof *t);
         ok = t != NULL;
     }
-    if (ok && total > t->cap) {
+    if (ok && t && total > t->cap) {
         mpc_value **m = realloc(t->m, total * sizeof *m);
         if (m) {
             t->m = m;
@@ -292,7 +294,7 @@ static int join(mpc_value *c, mpc_value *item)
         ((mpc_value *)jn.p[i])->mark = 0;
     for (size_t i = 0; i < gs.n; i++)
         ((mpc__group *)gs.p[i])->mark = 0;
-    if (ok) {
+    if (ok && t) {
         for (size_t i = 0; i < gs.n; i++) {
             mpc__group *g = gs.p[i];
             if (g == t)

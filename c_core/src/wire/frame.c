@@ -19,11 +19,9 @@
  *
  * This file does no I/O, never allocates and keeps no global state.
  */
-#include "internal.h"
+#include "wire.h"
 
 #include <string.h>
-
-#define MPC__FRAME_SHORT 4
 
 size_t mpc_frame_header(uint64_t len, unsigned char out[MPC_FRAME_HEADER_MAX])
 {

@@ -143,7 +143,14 @@ static mpc_status fail(dec *d, const char *fmt, ...)
 
 static mpc_status nomem(dec *d) { return mpc__error(d->err, MPC_NOMEM, 0, "out of memory"); }
 
-static mpc_status truncated(dec *d) { return fail(d, "pickle data was truncated"); }
+/* (MPC_VALUE spelled out, not fail()'s result: the readers' callers rely on
+ * a failure never being MPC_OK, and a variadic call hides that from the
+ * static analyzer.) */
+static mpc_status truncated(dec *d)
+{
+    fail(d, "pickle data was truncated");
+    return MPC_VALUE;
+}
 
 /* Reads n raw bytes. */
 static mpc_status take(dec *d, size_t n, const unsigned char **out)
@@ -328,16 +335,19 @@ static mpc_status line_key(dec *d, int64_t *key)
     size_t i = neg;
     uint64_t v = 0;
     if (i == n)
-        return fail(d, "invalid %s argument", op_name(d->p[d->op_at]));
+        goto invalid;
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9' || v > (uint64_t)INT64_MAX / 10)
-            return fail(d, "invalid %s argument", op_name(d->p[d->op_at]));
+            goto invalid;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
     if (v > (uint64_t)INT64_MAX)
-        return fail(d, "invalid %s argument", op_name(d->p[d->op_at]));
+        goto invalid;
     *key = neg ? -(int64_t)v : (int64_t)v;
     return MPC_OK;
+invalid:
+    fail(d, "invalid %s argument", op_name(d->p[d->op_at]));
+    return MPC_VALUE; /* (spelled out, as in truncated(): *key is unset) */
 }
 
 /* --- scalar builders --- */

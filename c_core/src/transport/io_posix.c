@@ -276,8 +276,6 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
     }
     while (iovcnt > 0) {
         ssize_t n;
-        int limited = 0;
-        struct iovec saved;
         /* A socket write with a deadline is tried first with MSG_DONTWAIT
          * and waits for POLLOUT only on EAGAIN (below): sockets are almost
          * always writable, and the poll would be a system call per write.
@@ -308,6 +306,8 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
              * written; with a deadline write at most PIPE_BUF bytes, which
              * poll's POLLOUT guarantees to fit. */
             int cnt = iovcnt;
+            int limited = 0;
+            struct iovec saved;
             if (dl != MPC__NO_DEADLINE) {
                 cnt = 1;
                 if (iov->iov_len > PIPE_BUF) {
@@ -440,6 +440,7 @@ void mpc__io_peer_name(int fd, char *out, size_t cap)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
+    ss.ss_family = AF_UNSPEC; /* a family is looked at only if one was written */
     out[0] = '\0';
     if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0 &&
         (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
@@ -606,6 +607,7 @@ mpc_status mpc__io_accept(int lfd, int wake_fd, mpc__deadline dl, const mpc__int
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t slen = sizeof ss;
+        ss.ss_family = AF_UNSPEC; /* a family is looked at only if one was written */
         int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_CLOEXEC);
         if (fd >= 0) {
             if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
