@@ -248,7 +248,12 @@ with Client((host, int(port)), authkey=sys.argv[2].encode()) as c:
     c.send({"still": "connected"})
 print("sent %r, then {'still': 'connected'}" % payload)
 PYEOF
-  wait "$CLI_PID" || fail "mpconn listen --decode (safety)"
+  # Exit status 8: a value was refused (README's exit status list), the
+  # one outcome this step expects.
+  rc=0
+  wait "$CLI_PID" || rc=$?
+  [ "$rc" -eq 8 ] || fail "mpconn listen --decode (safety): exit status $rc, expected 8 (a value refused)"
+  echo "  (mpconn listen ended with exit status 8: a value was refused)"
   grep -v '^listening on' "$TMP/safe.err" | prefix "mpconn listen stderr"
   prefix "mpconn listen" <"$TMP/safe.out"
   grep -qF "refused opcode GLOBAL of global 'os.system'" "$TMP/safe.err" || fail "the refusal line"
