@@ -57,7 +57,10 @@ for py in "${BUILDERS[@]}"; do
     { cat "$WORK/repair-$tag.log"; fail "auditwheel repair"; }
   fixed=("$WORK/dist"/mpconn-*-"$tag"-*manylinux*.whl)
   [ -f "${fixed[0]}" ] || { cat "$WORK/repair-$tag.log"; fail "auditwheel made no manylinux wheel for $tag"; }
-  "$py" -m zipfile -l "${fixed[0]}" | grep -q 'mpconn\.libs/libcrypto' ||
+  # The listing goes through a file: grep -q closing a pipe early would make
+  # the lister fail (BrokenPipeError) under pipefail, a false alarm.
+  "$py" -m zipfile -l "${fixed[0]}" >"$WORK/listing-$tag.txt" || fail "cannot list ${fixed[0]}"
+  grep -q 'mpconn\.libs/libcrypto' "$WORK/listing-$tag.txt" ||
     fail "$(basename "${fixed[0]}") has no libcrypto in mpconn.libs/"
   echo "    $(basename "${fixed[0]}") (libcrypto inside)"
 
