@@ -75,27 +75,14 @@ static mpc_status on_eintr(const mpc__intr *intr)
 }
 
 /* poll() one descriptor for events until dl.  *ready = revents != 0. */
+static mpc_status wait_fd_or_wake(int fd, short events, int wake_fd, mpc__deadline dl,
+                                  const mpc__intr *intr, int *ready, int *woken, int *eno);
+
 static mpc_status wait_fd(int fd, short events, mpc__deadline dl, const mpc__intr *intr,
                           int *ready, int *eno)
 {
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = events, .revents = 0};
-        int r = poll(&p, 1, poll_ms(dl));
-        if (r >= 0) {
-            if (r > 0 && (p.revents & POLLNVAL)) {
-                *eno = EBADF;
-                return MPC_OS;
-            }
-            *ready = r > 0;
-            return MPC_OK;
-        }
-        if (errno != EINTR) {
-            *eno = errno;
-            return MPC_OS;
-        }
-        if (on_eintr(intr) != MPC_OK)
-            return MPC_INTR;
-    }
+    int woken = 0;
+    return wait_fd_or_wake(fd, events, -1, dl, intr, ready, &woken, eno);
 }
 
 /* wait_fd() that also returns (*woken = 1) once wake_fd (if >= 0) is
@@ -104,14 +91,12 @@ static mpc_status wait_fd_or_wake(int fd, short events, int wake_fd, mpc__deadli
                                   const mpc__intr *intr, int *ready, int *woken, int *eno)
 {
     *woken = 0;
-    if (wake_fd < 0)
-        return wait_fd(fd, events, dl, intr, ready, eno);
     for (;;) {
         struct pollfd p[2] = {{.fd = fd, .events = events, .revents = 0},
                               {.fd = wake_fd, .events = POLLIN, .revents = 0}};
-        int r = poll(p, 2, poll_ms(dl));
+        int r = poll(p, wake_fd >= 0 ? 2 : 1, poll_ms(dl));
         if (r >= 0) {
-            if (p[1].revents) {
+            if (wake_fd >= 0 && p[1].revents) {
                 *woken = 1;
                 return MPC_OK;
             }
