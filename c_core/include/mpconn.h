@@ -125,9 +125,13 @@ typedef int64_t mpc_ms;
 #define MPC_NO_LIMIT SIZE_MAX
 
 /* ------------------------------------------------------------------------
- * Options.  Zero-initialise (or call mpc_options_init()); zero means the
- * documented default for every field.  Fields are only ever appended.
- * Everything pointed to is borrowed: the library copies what it keeps.
+ * Options.  Start from MPC_OPTIONS_INIT or mpc_options_init() (or zero the
+ * struct); zero means the documented default for every field.  Fields are
+ * only ever appended, and `size` tells the library how much of the struct
+ * the caller knows, so a newer library never reads past an older caller's
+ * struct (and a zeroed struct, size 0, means the fields up to and including
+ * `nonblocking`).  Everything pointed to is borrowed: the library copies
+ * what it keeps.
  * ------------------------------------------------------------------------ */
 typedef enum mpc_dialect {
     /* Challenge with "{sha256}" + 40 random bytes (CPython >= 3.12).  Accept
@@ -144,6 +148,10 @@ typedef enum mpc_dialect {
 } mpc_dialect;
 
 typedef struct mpc_options {
+    /* sizeof(mpc_options) as the caller was compiled: set by
+     * MPC_OPTIONS_INIT and mpc_options_init().  0 = the fields up to and
+     * including `nonblocking` (the struct of 0.2, when `size` came in). */
+    size_t size;
     /* The shared secret.  NULL = no handshake at all (CPython authkey=None);
      * non-NULL with authkey_len 0 = a real, empty key (CPython 3.13). */
     const void *authkey;
@@ -188,9 +196,21 @@ typedef struct mpc_options {
      *   asked of mpc_poll()/mpc_wait() (which see the buffer), not of a raw
      *   select() on the descriptor.  Changeable with mpc_conn_set_read_ahead(). */
     int read_ahead;
+    /* 1 = connections and listeners made with these options start in
+     * non-blocking mode (see "Non-blocking mode" below): mpc_connect()
+     * returns as soon as the connect has started, and mpc_flush() finishes
+     * it and the handshake.  0 (default) = every call blocks up to its
+     * deadline. */
+    int nonblocking;
+    /* Fields added after 0.2 go below; the library reads them only when
+     * `size` covers them. */
 } mpc_options;
 
-/* Fills *opts with the defaults (all zero). */
+/* An initialiser with every default and the size filled in:
+ *     mpc_options o = MPC_OPTIONS_INIT;  */
+#define MPC_OPTIONS_INIT {sizeof(mpc_options)}
+
+/* Fills *opts with the defaults (zero) and sets opts->size. */
 MPC_API void mpc_options_init(mpc_options *opts);
 
 /* ------------------------------------------------------------------------
@@ -573,6 +593,79 @@ MPC_API void mpc_conn_wake(mpc_conn *c);
  * MPC_OK, MPC_INVAL (NULL, or not a socket: pipes cannot be shut down),
  * MPC_OS. */
 MPC_API mpc_status mpc_conn_shutdown(mpc_conn *c);
+
+/* ------------------------------------------------------------------------
+ * Non-blocking mode (for event loops: asyncio, libuv, cqueues, epoll ...)
+ *
+ * A connection or listener in non-blocking mode never waits.  A call that
+ * would wait returns MPC_AGAIN having lost nothing, and mpc_conn_wants()
+ * says what to wait for on mpc_conn_fileno() before calling again.
+ *   - Receives (every kind, values too) return a whole message or
+ *     MPC_AGAIN.  A message that arrives in pieces is kept inside the
+ *     connection (memory grows only as its bytes arrive, as for blocking
+ *     receives) and the next receive call of any kind continues it.
+ *     Before waiting on the descriptor, ask mpc_conn_pending(): a message
+ *     already wholly read (read-ahead) makes no descriptor readable.
+ *   - Sends (mpc_send_bytes(), mpc_send_many(), values): MPC_OK means the
+ *     message (all n of a batch) was accepted whole: written, or its
+ *     unwritten rest copied inside the connection, so the caller's buffer
+ *     may be reused at once.  MPC_AGAIN means nothing of it was accepted,
+ *     because output of an earlier send is still queued: wait for
+ *     writability and call again.  Queued output is written by
+ *     mpc_flush() and by every later call on the connection.
+ *   - mpc_connect() with opts->nonblocking returns as soon as the connect
+ *     has started (name resolution still blocks; a TCP name is tried at
+ *     its first address only, IPv4 first).  mpc_listener_accept() on a
+ *     non-blocking listener returns MPC_AGAIN when no client is waiting,
+ *     else at once a non-blocking connection.  Either connection finishes
+ *     its connect and handshake in mpc_flush() (and any other call on it).
+ *   - The handshake legs (mpc_conn_deliver_challenge() ...) return
+ *     MPC_AGAIN and go on where they stopped when called again or through
+ *     mpc_flush(); later calls' arguments are then ignored.
+ *   - Deadlines (io_timeout, handshake_timeout, connect_timeout) are the
+ *     event loop's business: no call waits, so none times out.
+ *     mpc_poll() never waits (timeout is treated as 0); mpc_wait() does
+ *     wait, as it is asked to.
+ *   - A failure is as in blocking mode; MPC_AGAIN records nothing that
+ *     breaks the connection.
+ * ------------------------------------------------------------------------ */
+
+/* What a call that returned MPC_AGAIN waits for (bits). */
+#define MPC_WANT_READ 1
+#define MPC_WANT_WRITE 2
+
+/* Switches c between blocking (blocking != 0, the default) and non-blocking
+ * mode; sets or clears O_NONBLOCK on the descriptor (which a process that
+ * shares it sees too).  Switching back to blocking while anything is in
+ * progress (a connect, a handshake, queued output, a message received in
+ * part) is MPC_INVAL: finish it first.  MPC_OK, MPC_INVAL, MPC_OS. */
+MPC_API mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking);
+/* 1 in blocking mode, 0 in non-blocking mode (and for NULL). */
+MPC_API int mpc_conn_blocking(const mpc_conn *c);
+
+/* What c waits for: MPC_WANT_READ, MPC_WANT_WRITE, both, or 0 when
+ * nothing is in progress.  After a receive returned MPC_AGAIN it has
+ * MPC_WANT_READ (and MPC_WANT_WRITE while output is queued, which the next
+ * call writes); after a send or mpc_flush() returned MPC_AGAIN it names
+ * what the connect, the handshake or the queued output waits for. */
+MPC_API int mpc_conn_wants(const mpc_conn *c);
+
+/* 1 when the next receive will not wait: a whole message (or a header that
+ * is an error at once) is already buffered in the connection.  Never makes a
+ * system call. */
+MPC_API int mpc_conn_pending(const mpc_conn *c);
+
+/* Finishes what is in progress: a connect, a handshake, queued output.
+ * MPC_OK when nothing is left, MPC_AGAIN when it must wait
+ * (mpc_conn_wants()), else the failure (MPC_OS with ECONNREFUSED, MPC_AUTH,
+ * MPC_EOF ...; after a failed connect or handshake only mpc_conn_close()
+ * is useful).  In blocking mode it returns MPC_OK at once. */
+MPC_API mpc_status mpc_flush(mpc_conn *c);
+
+/* The listener's twin of mpc_conn_set_blocking(): in non-blocking mode
+ * mpc_listener_accept() never waits (its timeout is ignored) and the
+ * connections it returns are non-blocking.  MPC_OK, MPC_INVAL. */
+MPC_API mpc_status mpc_listener_set_blocking(mpc_listener *l, int blocking);
 
 /* ========================================================================
  * 3a. Binding plumbing (PROVISIONAL: may change or leave the public header

@@ -22,6 +22,12 @@ mpc_status mpc__error(mpc_error *err, mpc_status status, int sys_errno, const ch
 mpc_status mpc__verror(mpc_error *err, mpc_status status, int sys_errno, const char *fmt,
                        va_list ap);
 
+/* Copies the caller's options into *out as this library's struct: the part
+ * the caller's `size` covers (0: the 0.2 struct), the rest zero (default).
+ * in may be NULL (all defaults).  Returns out.  Every entry point that
+ * takes options reads them through this. */
+const mpc_options *mpc__options_read(const mpc_options *in, mpc_options *out);
+
 /* Buffers handed to callers (released with mpc_free()).  They start 64
  * bytes into their allocation so large buffers (which glibc places at page
  * offset 16) do not start at page offset 0 or 16, the 4K-aliasing trap of

@@ -57,8 +57,24 @@ mpc_status mpc__error(mpc_error *err, mpc_status status, int sys_errno, const ch
 
 void mpc_options_init(mpc_options *opts)
 {
-    if (opts)
+    if (opts) {
         memset(opts, 0, sizeof *opts);
+        opts->size = sizeof *opts;
+    }
+}
+
+/* The struct of 0.2, which a zeroed caller (size 0) has. */
+#define MPC__OPTIONS_BASE_SIZE (offsetof(mpc_options, nonblocking) + sizeof(int))
+
+const mpc_options *mpc__options_read(const mpc_options *in, mpc_options *out)
+{
+    memset(out, 0, sizeof *out);
+    if (in) {
+        size_t n = in->size >= sizeof in->size ? in->size : MPC__OPTIONS_BASE_SIZE;
+        memcpy(out, in, n < sizeof *out ? n : sizeof *out);
+    }
+    out->size = sizeof *out;
+    return out;
 }
 
 void *mpc__alloc_out(size_t n)

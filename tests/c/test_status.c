@@ -106,15 +106,50 @@ static void a_long_error_message_is_truncated_and_terminated(void **state)
     assert_int_equal(err.message[MPC_ERRMSG_MAX - 1], '\0');
 }
 
-static void options_init_zeroes_every_field(void **state)
+static void options_init_zeroes_every_field_and_sets_the_size(void **state)
 {
     (void)state;
     mpc_options o, zero;
+    mpc_options lit = MPC_OPTIONS_INIT;
     memset(&o, 0xAB, sizeof o);
     memset(&zero, 0, sizeof zero);
+    zero.size = sizeof zero;
     mpc_options_init(&o);
     assert_memory_equal(&o, &zero, sizeof o);
+    assert_memory_equal(&lit, &zero, sizeof lit);
     mpc_options_init(NULL);
+}
+
+/* A caller compiled against an older, shorter struct: the library reads
+ * only the part its size covers, the rest is default. */
+static void options_are_read_only_as_far_as_their_size_goes(void **state)
+{
+    (void)state;
+    unsigned char raw[sizeof(mpc_options) + 64];
+    memset(raw, 0xAB, sizeof raw); /* what lies past the caller's struct */
+    mpc_options *o = (mpc_options *)(void *)raw;
+    size_t old_size = offsetof(mpc_options, backlog);
+    memset(raw, 0, old_size);
+    o->size = old_size;
+    o->authkey_len = 7;
+    mpc_options got;
+    assert_ptr_equal(mpc__options_read(o, &got), &got);
+    assert_int_equal(got.size, sizeof got);
+    assert_int_equal(got.authkey_len, 7);
+    assert_int_equal(got.backlog, 0);   /* past old_size: default */
+    assert_int_equal(got.nonblocking, 0);
+    /* size 0 (a zeroed struct): every field up to nonblocking is read. */
+    mpc_options z;
+    memset(&z, 0, sizeof z);
+    z.nonblocking = 1;
+    z.backlog = 5;
+    mpc__options_read(&z, &got);
+    assert_int_equal(got.nonblocking, 1);
+    assert_int_equal(got.backlog, 5);
+    /* NULL: all defaults. */
+    mpc__options_read(NULL, &got);
+    assert_int_equal(got.backlog, 0);
+    assert_int_equal(got.size, sizeof got);
 }
 
 static void caller_buffers_are_usable_and_freed_with_mpc_free(void **state)
@@ -247,7 +282,8 @@ int main(void)
         cmocka_unit_test(an_error_report_without_a_format_uses_the_status_message),
         cmocka_unit_test(a_null_error_report_is_allowed),
         cmocka_unit_test(a_long_error_message_is_truncated_and_terminated),
-        cmocka_unit_test(options_init_zeroes_every_field),
+        cmocka_unit_test(options_init_zeroes_every_field_and_sets_the_size),
+        cmocka_unit_test(options_are_read_only_as_far_as_their_size_goes),
         cmocka_unit_test(caller_buffers_are_usable_and_freed_with_mpc_free),
         cmocka_unit_test(an_impossible_allocation_fails_cleanly),
         cmocka_unit_test(a_large_buffer_does_not_start_at_page_offset_0_or_16),

@@ -65,6 +65,7 @@ static void mark_broken(mpc_conn *c, mpc_status later_st)
 
 static void clear_err(mpc_conn *c)
 {
+    c->want = 0;
     c->last = MPC_OK;
     c->last_errno = 0;
     c->msg[0] = '\0';
@@ -77,6 +78,7 @@ static mpc_status io_err(mpc_conn *c, mpc_status st, int eno, const char *op)
     case MPC_INTR: return set_err(c, st, 0, "%s: interrupted", op);
     case MPC_NOMEM: return set_err(c, st, 0, "%s: out of memory", op);
     case MPC_CLOSED: return set_err(c, st, 0, "%s: woken: the connection is being closed", op);
+    case MPC_AGAIN: return set_err(c, st, 0, "%s: would block", op);
     case MPC_OS: return set_err(c, st, eno, "%s: %s", op, strerror(eno));
     default: return set_err(c, st, eno, "%s: %s", op, mpc_strerror(st));
     }
@@ -99,6 +101,15 @@ static mpc_status check_common(mpc_conn *c)
     return MPC_OK;
 }
 
+static mpc_status nb_progress(mpc_conn *c, int for_send);
+
+/* Whether a non-blocking connection has a connect, a handshake or output in
+ * progress, which every call first moves on (nb_progress()). */
+static inline int nb_busy(const mpc_conn *c)
+{
+    return c->nonblocking && (c->connecting || c->hs || c->olen > c->opos);
+}
+
 static mpc_status check_read(mpc_conn *c)
 {
     if (!c)
@@ -109,6 +120,8 @@ static mpc_status check_read(mpc_conn *c)
         return st;
     if (!c->readable)
         return set_err(c, MPC_NOTREADABLE, 0, "connection is write-only");
+    if (nb_busy(c))
+        return nb_progress(c, 0);
     return MPC_OK;
 }
 
@@ -122,11 +135,17 @@ static mpc_status check_write(mpc_conn *c)
         return st;
     if (!c->writable)
         return set_err(c, MPC_NOTWRITABLE, 0, "connection is read-only");
+    if (nb_busy(c))
+        return nb_progress(c, 1);
     return MPC_OK;
 }
 
+/* The deadline of one call: none, io_timeout from now, or (non-blocking
+ * mode) "do not wait". */
 static mpc__deadline io_deadline(const mpc_conn *c)
 {
+    if (c->nonblocking)
+        return MPC__NOW;
     return c->io_timeout > 0 ? mpc__deadline_in(c->io_timeout) : MPC__NO_DEADLINE;
 }
 
@@ -159,10 +178,21 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
         c->intr.fn = opts->interrupt;
         c->intr.arg = opts->interrupt_arg;
         c->read_ahead = opts->read_ahead != 0;
+        if (opts->nonblocking) {
+            int eno = 0;
+            if (mpc__io_set_blocking(fd, 0, &eno) != MPC_OK) {
+                free(c);
+                *out = NULL;
+                return mpc__error(err, MPC_OS, eno, "fcntl: %s", strerror(eno));
+            }
+            c->nonblocking = 1;
+        }
     }
     *out = c;
     return MPC_OK;
 }
+
+static void hs_free(mpc_conn *c);
 
 void mpc__conn_free(mpc_conn *c)
 {
@@ -170,6 +200,9 @@ void mpc__conn_free(mpc_conn *c)
         return;
     if (c->wake_fd >= 0)
         mpc__io_close(c->wake_fd);
+    hs_free(c);
+    free(c->out);
+    free(c->nb_buf);
     free(c->rbuf_block);
     free(c);
 }
@@ -199,7 +232,9 @@ mpc_status mpc_conn_from_fd(int fd, int readable, int writable, const mpc_option
                             mpc_conn **out, mpc_error *err)
 {
     char peer[MPC__ADDR_TEXT_MAX];
+    mpc_options o;
     int eno = 0;
+    opts = mpc__options_read(opts, &o);
     if (!out)
         return mpc__error(err, MPC_INVAL, 0, "out is NULL");
     *out = NULL;
@@ -224,8 +259,10 @@ mpc_status mpc_pipe(int duplex, const mpc_options *opts, mpc_conn **a, mpc_conn 
                     mpc_error *err)
 {
     int fds[2];
+    mpc_options o;
     if (!a || !b)
         return mpc__error(err, MPC_INVAL, 0, "a and b must not be NULL");
+    opts = mpc__options_read(opts, &o);
     *a = *b = NULL;
     mpc_status st = mpc__io_pipe(duplex, fds, err);
     if (st != MPC_OK)
@@ -254,24 +291,23 @@ mpc_status mpc_connect_n(const char *address, size_t address_len, const mpc_opti
                          mpc_conn **out, mpc_error *err)
 {
     mpc__addr a;
-    mpc_options defaults;
+    mpc_options o;
     char peer[MPC__ADDR_TEXT_MAX];
     int fd;
     if (!out)
         return mpc__error(err, MPC_INVAL, 0, "out is NULL");
     *out = NULL;
-    if (!opts) {
-        mpc_options_init(&defaults);
-        opts = &defaults;
-    }
+    opts = mpc__options_read(opts, &o);
     mpc_status st = mpc__addr_parse_n(address, address_len, &a, err);
     if (st != MPC_OK)
         return st;
-    mpc__deadline dl =
-        opts->connect_timeout > 0 ? mpc__deadline_in(opts->connect_timeout) : MPC__NO_DEADLINE;
+    mpc__deadline dl = opts->nonblocking          ? MPC__NOW
+                       : opts->connect_timeout > 0 ? mpc__deadline_in(opts->connect_timeout)
+                                                   : MPC__NO_DEADLINE;
     mpc__intr intr = {opts->interrupt, opts->interrupt_arg, -1};
     st = mpc__io_connect(&a, address, dl, &intr, &fd, peer, err);
-    if (st != MPC_OK)
+    int connecting = st == MPC_AGAIN;
+    if (st != MPC_OK && !connecting)
         return st;
     mpc_conn *c;
     st = mpc__conn_new(fd, 1, 1, 1, peer, opts, &c, err);
@@ -279,8 +315,11 @@ mpc_status mpc_connect_n(const char *address, size_t address_len, const mpc_opti
         mpc__io_close(fd);
         return st;
     }
+    c->connecting = (unsigned char)connecting;
     if (opts->authkey) {
         st = mpc__conn_handshake(c, 0, opts);
+        if (st == MPC_AGAIN)
+            st = MPC_OK; /* non-blocking: mpc_flush() goes on */
         if (st != MPC_OK) {
             mpc__conn_error_to(c, err);
             mpc_conn_close(c);
@@ -651,6 +690,8 @@ mpc_status mpc_recv_begin(mpc_conn *c, size_t maxlength, uint64_t *len)
         return st;
     if (!len)
         return set_err(c, MPC_INVAL, 0, "len is NULL");
+    if (c->nonblocking)
+        return set_err(c, MPC_INVAL, 0, "mpc_recv_begin() is for blocking mode only");
     return begin(c, maxlength, io_deadline(c), len);
 }
 
@@ -667,7 +708,7 @@ mpc_status mpc_recv_payload(mpc_conn *c, void *dst, size_t n)
         return st;
     if (n == 0)
         return MPC_OK;
-    if (!c->pending)
+    if (!c->pending || c->nonblocking)
         return set_err(c, MPC_INVAL, 0, "no message is pending; call mpc_recv_begin() first");
     if ((uint64_t)n > c->pend_left)
         return set_err(c, MPC_INVAL, 0, "%zu bytes asked, only %llu left in the message", n,
@@ -705,6 +746,8 @@ static inline int64_t whole_buffered(const mpc_conn *c)
  * then reports what is wrong). */
 static inline int64_t whole_buffered_within(const mpc_conn *c, size_t limit)
 {
+    if (c->hs) /* what is buffered belongs to the handshake in progress */
+        return -1;
     int64_t l = whole_buffered(c);
     if (l < 0 || (uint64_t)l > limit ||
         (c->max_message_size && (uint64_t)l > c->max_message_size))
@@ -721,6 +764,120 @@ static inline void take_buffered(mpc_conn *c, size_t l)
     c->pend_left = 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Non-blocking receives.  The next message is made whole in memory (in the
+ * read buffer, or else in nb_buf, which grows with mpc_recv_alloc_step() as
+ * bytes arrive) before any of it is handed over, so an MPC_AGAIN loses
+ * nothing and the caller's buffer may differ from call to call.  The
+ * message stays pending (pend_left counts what has not arrived) until
+ * nb_done().
+ * ------------------------------------------------------------------------ */
+/* Makes the next message whole: MPC_OK with *data and *len (valid until
+ * the next call on c; take it with nb_done()), MPC_AGAIN, or the failure of
+ * a blocking receive (MPC_TOOLONG for a message over maxlength or
+ * max_message_size, which then stays unread). */
+static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **data,
+                           size_t *len)
+{
+    static const unsigned char empty[1];
+    mpc_status st;
+    if (!c->pending) {
+        uint64_t l = 0;
+        st = read_header(c, MPC__NOW, &l);
+        if (st == MPC_AGAIN)
+            c->want = MPC_WANT_READ;
+        if (st != MPC_OK)
+            return st;
+        c->pending = 1;
+        c->pend_len = c->pend_left = l;
+    }
+    if (c->pend_len > (uint64_t)maxlength ||
+        (c->max_message_size && c->pend_len > c->max_message_size) ||
+        c->pend_len > (uint64_t)PTRDIFF_MAX)
+        return too_long(c, c->pend_len);
+    size_t total = (size_t)c->pend_len;
+    size_t have = total - (size_t)c->pend_left;
+    if (have == 0 && c->rend - c->rpos >= total) {
+        /* Wholly in the read buffer: no copy. */
+        c->nb_inbuf = 1;
+        *data = total ? c->rbuf + c->rpos : empty;
+        *len = total;
+        return MPC_OK;
+    }
+    while (have < total) {
+        if (have == c->nb_cap) {
+            size_t ncap = mpc_recv_alloc_step(c->pend_len, have);
+            unsigned char *nb = realloc(c->nb_buf, ncap);
+            if (!nb) {
+                set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", total);
+                if (have > 0)
+                    lost_message(c);
+                return MPC_NOMEM;
+            }
+            c->nb_buf = nb;
+            c->nb_cap = ncap;
+        }
+        size_t room = c->nb_cap - have; /* nb_cap may exceed total (a kept block) */
+        if (room > total - have)
+            room = total - have;
+        size_t avail = c->rend - c->rpos;
+        size_t got = 0;
+        if (avail > 0) {
+            got = avail < room ? avail : room;
+            memcpy(c->nb_buf + have, c->rbuf + c->rpos, got);
+            c->rpos += got;
+        } else if (c->read_ahead && room < MPC__RBUF_CAP / 2) {
+            st = fill(c, MPC__RBUF_CAP, MPC__NOW);
+            if (st == MPC_OK)
+                continue;
+        } else {
+            int eno = 0;
+            struct iovec iov = {c->nb_buf + have, room};
+            st = mpc__io_read(c->fd, &iov, 1, MPC__NOW, &c->intr, &got, &eno);
+            if (st == MPC_OK && got == 0)
+                st = MPC_EOF;
+            else if (st != MPC_OK)
+                io_err(c, st, eno, "recv");
+        }
+        if (got == 0) {
+            if (st == MPC_AGAIN) {
+                c->want = MPC_WANT_READ;
+                return MPC_AGAIN;
+            }
+            if (st == MPC_EOF && have == 0)
+                /* As a blocking receive: the message stays pending. */
+                return set_err(c, MPC_EOF, 0, "end of file after a message header");
+            if (st == MPC_EOF)
+                return truncated(c);
+            if (have > 0)
+                lost_message(c);
+            return st;
+        }
+        have += got;
+        c->pend_left -= got;
+    }
+    c->nb_inbuf = 0;
+    *data = c->nb_buf;
+    *len = total;
+    return MPC_OK;
+}
+
+/* Takes the message nb_fetch() made whole off the stream. */
+static void nb_done(mpc_conn *c)
+{
+    if (c->nb_inbuf)
+        c->rpos += (size_t)c->pend_len;
+    c->nb_inbuf = 0;
+    c->pending = 0;
+    c->pend_left = 0;
+    if (c->nb_cap > MPC__RBUF_CAP) {
+        /* Keep a small block for the next message; give a large one back. */
+        free(c->nb_buf);
+        c->nb_buf = NULL;
+        c->nb_cap = 0;
+    }
+}
+
 /* mpc_recv_bytes_into() for every case its fast path does not take. */
 static mpc_status recv_into_general(mpc_conn *c, void *buf, size_t cap, size_t *len)
 {
@@ -729,6 +886,21 @@ static mpc_status recv_into_general(mpc_conn *c, void *buf, size_t cap, size_t *
         return st;
     if (!len || (!buf && cap > 0))
         return set_err(c, MPC_INVAL, 0, "buf and len must not be NULL");
+    if (c->nonblocking) {
+        const unsigned char *data;
+        size_t n = 0;
+        st = nb_fetch(c, MPC_NO_LIMIT, &data, &n);
+        if (st != MPC_OK)
+            return st;
+        *len = n;
+        if (n > cap)
+            return set_err(c, MPC_TOOSHORT, 0,
+                           "buffer too short: the message is %zu bytes, the buffer %zu", n, cap);
+        if (n)
+            memcpy(buf, data, n);
+        nb_done(c);
+        return MPC_OK;
+    }
     uint64_t l = 0;
     mpc__deadline dl = io_deadline(c);
     st = begin(c, MPC_NO_LIMIT, dl, &l);
@@ -863,6 +1035,22 @@ mpc_status mpc_recv_with(mpc_conn *c, size_t maxlength, mpc_alloc_fn alloc, void
         return st;
     if (!alloc || !out || !len)
         return set_err(c, MPC_INVAL, 0, "alloc, out and len must not be NULL");
+    if (c->nonblocking) {
+        const unsigned char *data;
+        size_t n = 0;
+        st = nb_fetch(c, maxlength, &data, &n);
+        if (st != MPC_OK)
+            return st;
+        void *p = alloc(arg, NULL, 0, n);
+        if (!p) /* the message stays whole in the connection */
+            return set_err(c, MPC_NOMEM, 0, "out of memory for a %zu-byte message", n);
+        if (n)
+            memcpy(p, data, n);
+        nb_done(c);
+        *out = p;
+        *len = n;
+        return MPC_OK;
+    }
     return recv_alloc(c, maxlength, alloc, arg, out, len);
 }
 
@@ -901,7 +1089,8 @@ mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready)
         return MPC_OK;
     }
     int eno = 0;
-    st = mpc__io_wait_readable(c->fd, mpc__deadline_in(timeout), &c->intr, ready, &eno);
+    mpc__deadline dl = c->nonblocking ? MPC__NOW : mpc__deadline_in(timeout);
+    st = mpc__io_wait_readable(c->fd, dl, &c->intr, ready, &eno);
     if (st != MPC_OK)
         return io_err(c, st, eno, "poll");
     return MPC_OK;
@@ -910,13 +1099,18 @@ mpc_status mpc_poll(mpc_conn *c, mpc_ms timeout, int *ready)
 /* ------------------------------------------------------------------------
  * Sending
  * ------------------------------------------------------------------------ */
+static int io_kind(const mpc_conn *c);
+static mpc_status nb_send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total,
+                              int accepted);
+
 static mpc_status send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total,
                            mpc__deadline dl)
 {
     size_t put = 0;
     int eno = 0;
-    int kind = c->is_socket ? MPC__IO_SOCKET : c->pipe_guard ? MPC__IO_PIPE_GUARDED : MPC__IO_PIPE;
-    mpc_status st = mpc__io_write(c->fd, kind, iov, cnt, dl, &c->intr, &put, &eno);
+    if (dl == MPC__NOW)
+        return nb_send_iov(c, iov, cnt, total, 0);
+    mpc_status st = mpc__io_write(c->fd, io_kind(c), iov, cnt, dl, &c->intr, &put, &eno);
     if (st == MPC_OK)
         return MPC_OK;
     io_err(c, st, eno, "send");
@@ -928,6 +1122,126 @@ static mpc_status send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total
         set_err(c, st, eno, "%s", why);
     }
     return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Non-blocking sends: what the descriptor does not take at once is copied
+ * into the connection's output queue, out[opos, olen), and written by
+ * out_write() at the next chance (mpc_flush(), or any later call).
+ * ------------------------------------------------------------------------ */
+static int io_kind(const mpc_conn *c)
+{
+    return c->is_socket ? MPC__IO_SOCKET : c->pipe_guard ? MPC__IO_PIPE_GUARDED : MPC__IO_PIPE;
+}
+
+/* A failure while part of the queue is written: the message in the queue
+ * was sent only in part, and the connection is broken. */
+static mpc_status out_failed(mpc_conn *c, mpc_status st, int eno)
+{
+    char why[MPC_ERRMSG_MAX];
+    io_err(c, st, eno, "send");
+    memcpy(why, c->msg, sizeof why);
+    set_err(c, MPC_PROTO, 0, "connection broken: a message was sent only in part (%s)", why);
+    mark_broken(c, MPC_PROTO);
+    return set_err(c, st, eno, "%s", why);
+}
+
+/* Writes queued output: MPC_OK once the queue is empty, MPC_AGAIN (want
+ * MPC_WANT_WRITE) while some is left, or a failure (connection broken). */
+static mpc_status out_write(mpc_conn *c)
+{
+    while (c->opos < c->olen) {
+        struct iovec iov = {c->out + c->opos, c->olen - c->opos};
+        size_t put = 0;
+        int eno = 0;
+        mpc_status st = mpc__io_write(c->fd, io_kind(c), &iov, 1, MPC__NOW, &c->intr, &put, &eno);
+        c->opos += put;
+        if (st == MPC_AGAIN) {
+            c->want |= MPC_WANT_WRITE;
+            return MPC_AGAIN;
+        }
+        if (st != MPC_OK)
+            return out_failed(c, st, eno);
+    }
+    c->opos = c->olen = 0;
+    if (c->ocap > MPC__RBUF_CAP) {
+        free(c->out);
+        c->out = NULL;
+        c->ocap = 0;
+    }
+    return MPC_OK;
+}
+
+/* Appends the last n bytes of iov[0..cnt) to the queue. */
+static mpc_status out_append(mpc_conn *c, const struct iovec *iov, int cnt, size_t n)
+{
+    if (c->opos > 0 && c->opos == c->olen)
+        c->opos = c->olen = 0;
+    if (n > c->ocap - c->olen) {
+        size_t need = c->olen - c->opos + n;
+        size_t ncap = c->ocap ? c->ocap : 4096;
+        while (ncap < need)
+            ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
+        if (c->opos > 0) {
+            memmove(c->out, c->out + c->opos, c->olen - c->opos);
+            c->olen -= c->opos;
+            c->opos = 0;
+        }
+        if (ncap > c->ocap) {
+            unsigned char *o = realloc(c->out, ncap);
+            if (!o)
+                return set_err(c, MPC_NOMEM, 0, "send: out of memory for %zu queued bytes", need);
+            c->out = o;
+            c->ocap = ncap;
+        }
+    }
+    /* The last n bytes: walk back from the end (after a partial write the
+     * entries still describe exactly what is left, see mpc__io_write()). */
+    int k = cnt;
+    size_t tail = 0;
+    while (k > 0 && tail < n)
+        tail += iov[--k].iov_len;
+    size_t skip = tail - n;
+    for (; k < cnt; k++) {
+        size_t l = iov[k].iov_len - skip;
+        memcpy(c->out + c->olen, (const unsigned char *)iov[k].iov_base + skip, l);
+        c->olen += l;
+        skip = 0;
+    }
+    return MPC_OK;
+}
+
+/* send_iov() of non-blocking mode.  accepted != 0: an earlier part of the
+ * same call was accepted, so this part must be too (queued whole if need
+ * be), or a batch would be cut in two. */
+static mpc_status nb_send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total,
+                              int accepted)
+{
+    if (c->olen > c->opos) {
+        mpc_status st = out_write(c);
+        if (st == MPC_AGAIN && accepted) {
+            c->want = 0;
+            return out_append(c, iov, cnt, total);
+        }
+        if (st == MPC_AGAIN)
+            return set_err(c, MPC_AGAIN, 0, "send: would block (output of an earlier send is queued)");
+        if (st != MPC_OK)
+            return st;
+    }
+    size_t put = 0;
+    int eno = 0;
+    mpc_status st = mpc__io_write(c->fd, io_kind(c), iov, cnt, MPC__NOW, &c->intr, &put, &eno);
+    if (st == MPC_OK)
+        return MPC_OK;
+    if (st == MPC_AGAIN) {
+        st = out_append(c, iov, cnt, total - put);
+        if (st != MPC_OK && put > 0)
+            mark_broken(c, MPC_PROTO);
+        return st;
+    }
+    if (put > 0)
+        return out_failed(c, st, eno);
+    return io_err(c, st, eno, "send");
 }
 
 /* Payloads up to this size are copied behind their header and written as
@@ -982,16 +1296,18 @@ mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n)
     struct iovec iov[MPC__IOV_MAX];
     mpc__deadline dl = io_deadline(c);
     size_t used = 0, total = 0;
-    int cnt = 0;
+    int cnt = 0, accepted = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = bufs[i].len;
         int small = len <= MPC__COALESCE_MAX;
         size_t need = MPC_FRAME_HEADER_MAX + (small ? len : 0);
         /* Room for this message's staged bytes and up to two entries. */
         if (used + need > sizeof stage || cnt + 2 > MPC__IOV_MAX) {
-            st = send_iov(c, iov, cnt, total, dl);
+            st = dl == MPC__NOW ? nb_send_iov(c, iov, cnt, total, accepted)
+                                : send_iov(c, iov, cnt, total, dl);
             if (st != MPC_OK)
                 return st; /* earlier calls' messages are on the wire */
+            accepted = 1;
             used = total = 0;
             cnt = 0;
         }
@@ -1017,7 +1333,8 @@ mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n)
         }
     }
     if (cnt > 0)
-        return send_iov(c, iov, cnt, total, dl);
+        return dl == MPC__NOW ? nb_send_iov(c, iov, cnt, total, accepted)
+                              : send_iov(c, iov, cnt, total, dl);
     return MPC_OK;
 }
 
@@ -1043,12 +1360,32 @@ mpc_status mpc_send_many(mpc_conn *c, const mpc_buf *bufs, size_t n)
  * deadlock-free: never wait for input with output still queued.
  * ------------------------------------------------------------------------ */
 #define HS_OUT_FRAMES 2
-typedef struct hs_io {
-    mpc_conn *c;
-    mpc__deadline dl;
-    size_t len;
-    unsigned char buf[HS_OUT_FRAMES * (MPC__FRAME_SHORT + MPC_HS_FRAME_MAX)];
-} hs_io;
+
+/* The steps of the legs: DC = queue our challenge; DV = receive the reply,
+ * verify it, queue the verdict; AR = receive the peer's challenge, queue
+ * our reply; AV = receive the verdict on our reply.  A step either
+ * completes or stops at its receive (MPC_AGAIN, non-blocking mode) having
+ * changed nothing, so it is simply run again: steps are resumable. */
+enum { HS_DC = 1, HS_DV, HS_AR, HS_AV };
+static const unsigned char hs_server[] = {HS_DC, HS_DV, HS_AR, HS_AV, 0};
+static const unsigned char hs_client[] = {HS_AR, HS_DC, HS_AV, HS_DV, 0};
+static const unsigned char hs_deliver[] = {HS_DC, HS_DV, 0};
+static const unsigned char hs_answer[] = {HS_AR, HS_AV, 0};
+
+struct mpc__hs {
+    const unsigned char *steps;
+    mpc__deadline dl;          /* MPC__NOW in non-blocking mode */
+    mpc_dialect dialect;
+    const char *digest;        /* NULL or digest_buf */
+    const void *key;           /* the caller's (blocking) or key_buf */
+    size_t key_len;
+    unsigned char *key_buf;    /* a copy owned by a non-blocking handshake */
+    char digest_buf[16];
+    unsigned char chal[MPC_HS_FRAME_MAX]; /* the challenge we sent */
+    size_t clen;
+    size_t qlen;               /* frames queued in q, not yet written */
+    unsigned char q[HS_OUT_FRAMES * (MPC__FRAME_SHORT + MPC_HS_FRAME_MAX)];
+};
 
 static mpc_status hs_fail(mpc_conn *c, mpc_status st)
 {
@@ -1059,29 +1396,32 @@ static mpc_status hs_fail(mpc_conn *c, mpc_status st)
     return st;
 }
 
-/* Writes the queued frames, if any. */
-static mpc_status hs_flush(hs_io *io)
+/* Writes the queued frames, if any (non-blocking: what the descriptor does
+ * not take goes to the output queue). */
+static mpc_status hs_flush(mpc_conn *c, struct mpc__hs *hs)
 {
-    if (io->len == 0)
+    if (hs->qlen == 0)
         return MPC_OK;
-    struct iovec iov = {io->buf, io->len};
-    size_t total = io->len;
-    io->len = 0;
-    return hs_fail(io->c, send_iov(io->c, &iov, 1, total, io->dl));
+    struct iovec iov = {hs->q, hs->qlen};
+    size_t total = hs->qlen;
+    hs->qlen = 0;
+    if (hs->dl == MPC__NOW) /* queued whole if need be: the frames are gone from q */
+        return nb_send_iov(c, &iov, 1, total, 1);
+    return hs_fail(c, send_iov(c, &iov, 1, total, hs->dl));
 }
 
 /* Queues one handshake frame (len <= MPC_HS_FRAME_MAX); flushes first if
  * the queue is full. */
-static mpc_status hs_put(hs_io *io, const void *buf, size_t len)
+static mpc_status hs_put(mpc_conn *c, struct mpc__hs *hs, const void *buf, size_t len)
 {
-    if (io->len + MPC__FRAME_SHORT + len > sizeof io->buf) {
-        mpc_status st = hs_flush(io);
+    if (hs->qlen + MPC__FRAME_SHORT + len > sizeof hs->q) {
+        mpc_status st = hs_flush(c, hs);
         if (st != MPC_OK)
             return st;
     }
-    io->len += mpc_frame_header(len, io->buf + io->len);
-    memcpy(io->buf + io->len, buf, len);
-    io->len += len;
+    hs->qlen += mpc_frame_header(len, hs->q + hs->qlen);
+    memcpy(hs->q + hs->qlen, buf, len);
+    hs->qlen += len;
     return MPC_OK;
 }
 
@@ -1100,19 +1440,33 @@ static int hs_frame_arrived(mpc_conn *c)
 }
 
 /* Receives one handshake frame (at most MPC_HS_FRAME_MAX bytes), writing
- * the queued frames first unless the frame is already buffered. */
-static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
+ * the queued frames first unless the frame is already buffered: never wait
+ * for input with output still queued. */
+static mpc_status hs_get(mpc_conn *c, struct mpc__hs *hs, unsigned char *buf, size_t *len)
 {
-    mpc_conn *c = io->c;
     uint64_t l = 0;
     mpc_status st = MPC_OK;
-    if (io->len > 0 && !hs_frame_arrived(c)) /* not already here: we are about to wait */
-        st = hs_flush(io);
+    *len = 0;
+    if (hs->qlen > 0 && !hs_frame_arrived(c)) /* not already here: we are about to wait */
+        st = hs_flush(c, hs);
     if (st != MPC_OK)
         return st;
-    st = begin(c, MPC_HS_FRAME_MAX, io->dl, &l);
+    if (hs->dl == MPC__NOW) {
+        const unsigned char *data;
+        size_t n = 0;
+        if (c->olen > c->opos && (st = out_write(c)) != MPC_OK)
+            return st; /* MPC_AGAIN: writable first */
+        st = nb_fetch(c, MPC_HS_FRAME_MAX, &data, &n);
+        if (st == MPC_OK) {
+            memcpy(buf, data, n);
+            nb_done(c);
+            *len = n;
+        }
+        return hs_fail(c, st);
+    }
+    st = begin(c, MPC_HS_FRAME_MAX, hs->dl, &l);
     if (st == MPC_OK) {
-        st = read_payload(c, buf, (size_t)l, io->dl);
+        st = read_payload(c, buf, (size_t)l, hs->dl);
         if (st != MPC_OK)
             lost_message(c);
     }
@@ -1120,107 +1474,90 @@ static mpc_status hs_get(hs_io *io, unsigned char *buf, size_t *len)
     return hs_fail(c, st);
 }
 
-/* Deliver, first half: queue a fresh challenge (kept in chal for the
- * check). */
-static mpc_status deliver_challenge(hs_io *io, const mpc_options *o, unsigned char *chal,
-                                    size_t *clen)
+/* Runs one step (see hs_server[]). */
+static mpc_status hs_step(mpc_conn *c, struct mpc__hs *hs, int step)
 {
-    unsigned char rnd[MPC_HS_MODERN_RANDOM];
+    unsigned char in[MPC_HS_FRAME_MAX], out[MPC_HS_FRAME_MAX];
+    size_t ilen = 0, olen = 0;
     mpc_error e;
-    mpc_status st = mpc_random(rnd, sizeof rnd);
-    if (st != MPC_OK)
-        return set_err(io->c, st, 0, "cannot get random bytes for the challenge");
-    st = mpc_hs_challenge(o->dialect, o->digest, rnd, sizeof rnd, chal, MPC_HS_FRAME_MAX, clen,
-                          &e);
-    if (st != MPC_OK)
-        return set_err(io->c, st, 0, "%s", e.message);
-    return hs_put(io, chal, *clen);
-}
-
-/* Deliver, second half: receive the reply to chal, verify it, and queue
- * the verdict (a refusal is written at once, whatever it costs). */
-static mpc_status deliver_verdict(hs_io *io, const void *key, size_t key_len,
-                                  const mpc_options *o, const unsigned char *chal, size_t clen)
-{
-    unsigned char reply[MPC_HS_FRAME_MAX];
-    size_t rlen = 0;
-    mpc_error e;
-    mpc_status st = hs_get(io, reply, &rlen);
-    if (st != MPC_OK)
-        return st;
-    st = mpc_hs_verify(o->dialect, key, key_len, chal, clen, reply, rlen, &e);
-    if (st == MPC_OK)
-        return hs_put(io, MPC_HS_WELCOME, sizeof MPC_HS_WELCOME - 1);
-    if (hs_put(io, MPC_HS_FAILURE, sizeof MPC_HS_FAILURE - 1) == MPC_OK)
-        (void)hs_flush(io);
-    return set_err(io->c, st, 0, "%s", e.message);
-}
-
-/* Answer, first half: receive the peer's challenge and queue the reply. */
-static mpc_status answer_reply(hs_io *io, const void *key, size_t key_len, const mpc_options *o)
-{
-    unsigned char chal[MPC_HS_FRAME_MAX], reply[MPC_HS_FRAME_MAX];
-    size_t clen = 0, rlen = 0;
-    mpc_error e;
-    mpc_status st = hs_get(io, chal, &clen);
-    if (st != MPC_OK)
-        return st;
-    st = mpc_hs_respond(o->dialect, key, key_len, chal, clen, reply, sizeof reply, &rlen, &e);
-    if (st != MPC_OK)
-        return set_err(io->c, st, 0, "%s", e.message);
-    return hs_put(io, reply, rlen);
-}
-
-/* Answer, second half: receive the verdict on our reply. */
-static mpc_status answer_verdict(hs_io *io)
-{
-    unsigned char verdict[MPC_HS_FRAME_MAX];
-    size_t vlen = 0;
-    mpc_error e;
-    mpc_status st = hs_get(io, verdict, &vlen);
-    if (st != MPC_OK)
-        return st;
-    st = mpc_hs_check_welcome(verdict, vlen, &e);
-    if (st != MPC_OK)
-        return set_err(io->c, st, 0, "%s", e.message);
-    return MPC_OK;
+    mpc_status st;
+    switch (step) {
+    case HS_DC: {
+        unsigned char rnd[MPC_HS_MODERN_RANDOM];
+        st = mpc_random(rnd, sizeof rnd);
+        if (st != MPC_OK)
+            return set_err(c, st, 0, "cannot get random bytes for the challenge");
+        st = mpc_hs_challenge(hs->dialect, hs->digest, rnd, sizeof rnd, hs->chal,
+                              MPC_HS_FRAME_MAX, &hs->clen, &e);
+        if (st != MPC_OK)
+            return set_err(c, st, 0, "%s", e.message);
+        return hs_put(c, hs, hs->chal, hs->clen);
+    }
+    case HS_DV:
+        /* The verdict; a refusal is written at once, whatever it costs. */
+        if ((st = hs_get(c, hs, in, &ilen)) != MPC_OK)
+            return st;
+        st = mpc_hs_verify(hs->dialect, hs->key, hs->key_len, hs->chal, hs->clen, in, ilen, &e);
+        if (st == MPC_OK)
+            return hs_put(c, hs, MPC_HS_WELCOME, sizeof MPC_HS_WELCOME - 1);
+        if (hs_put(c, hs, MPC_HS_FAILURE, sizeof MPC_HS_FAILURE - 1) == MPC_OK)
+            (void)hs_flush(c, hs);
+        return set_err(c, st, 0, "%s", e.message);
+    case HS_AR:
+        if ((st = hs_get(c, hs, in, &ilen)) != MPC_OK)
+            return st;
+        st = mpc_hs_respond(hs->dialect, hs->key, hs->key_len, in, ilen, out, sizeof out, &olen,
+                            &e);
+        if (st != MPC_OK)
+            return set_err(c, st, 0, "%s", e.message);
+        return hs_put(c, hs, out, olen);
+    default: /* HS_AV */
+        if ((st = hs_get(c, hs, in, &ilen)) != MPC_OK)
+            return st;
+        st = mpc_hs_check_welcome(in, ilen, &e);
+        if (st != MPC_OK)
+            return set_err(c, st, 0, "%s", e.message);
+        return MPC_OK;
+    }
 }
 
 /* Writes what is still queued (after a failure: a "#WELCOME#" queued
  * before the answer leg failed, as CPython would have sent it).  A failure
  * that came first wins, with its message. */
-static mpc_status hs_finish(hs_io *io, mpc_status st)
+static mpc_status hs_finish(mpc_conn *c, struct mpc__hs *hs, mpc_status st)
 {
-    if (st == MPC_OK || io->len == 0)
-        return st == MPC_OK ? hs_flush(io) : st;
-    mpc_conn *c = io->c;
+    if (st == MPC_OK || hs->qlen == 0)
+        return st == MPC_OK ? hs_flush(c, hs) : st;
     int eno = c->last_errno;
     char why[MPC_ERRMSG_MAX];
     memcpy(why, c->msg, sizeof why);
-    (void)hs_flush(io);
+    (void)hs_flush(c, hs);
     return set_err(c, st, eno, "%s", why);
 }
 
-static mpc_status deliver(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
-                          mpc__deadline dl)
+/* Runs the steps left: MPC_OK when all are done, MPC_AGAIN (non-blocking:
+ * c->want says on what) or the failure. */
+static mpc_status hs_run(mpc_conn *c, struct mpc__hs *hs)
 {
-    hs_io io = {c, dl, 0, {0}};
-    unsigned char chal[MPC_HS_FRAME_MAX];
-    size_t clen = 0;
-    mpc_status st = deliver_challenge(&io, o, chal, &clen);
-    if (st == MPC_OK)
-        st = deliver_verdict(&io, key, key_len, o, chal, clen);
-    return hs_finish(&io, st);
+    mpc_status st = MPC_OK;
+    while (*hs->steps) {
+        st = hs_step(c, hs, *hs->steps);
+        if (st == MPC_AGAIN)
+            return st;
+        if (st != MPC_OK)
+            break;
+        hs->steps++;
+    }
+    return hs_finish(c, hs, st);
 }
 
-static mpc_status answer(mpc_conn *c, const void *key, size_t key_len, const mpc_options *o,
-                         mpc__deadline dl)
+static void hs_free(mpc_conn *c)
 {
-    hs_io io = {c, dl, 0, {0}};
-    mpc_status st = answer_reply(&io, key, key_len, o);
-    if (st == MPC_OK)
-        st = answer_verdict(&io);
-    return hs_finish(&io, st);
+    if (c->hs) {
+        free(c->hs->key_buf);
+        free(c->hs);
+        c->hs = NULL;
+    }
 }
 
 static mpc__deadline hs_deadline(const mpc_options *o)
@@ -1231,8 +1568,54 @@ static mpc__deadline hs_deadline(const mpc_options *o)
     return mpc__deadline_in(t);
 }
 
+/* Runs the handshake steps on c: at once to the end in blocking mode; in
+ * non-blocking mode as far as the descriptor allows, the rest kept in c->hs
+ * (with copies of key and digest) for nb_progress(). */
+static mpc_status hs_start(mpc_conn *c, const unsigned char *steps, const void *key,
+                           size_t key_len, const mpc_options *o)
+{
+    if (!c->nonblocking) {
+        struct mpc__hs hs;
+        hs.steps = steps;
+        hs.dl = hs_deadline(o);
+        hs.dialect = o->dialect;
+        hs.digest = o->digest;
+        hs.key = key;
+        hs.key_len = key_len;
+        hs.key_buf = NULL;
+        hs.clen = hs.qlen = 0;
+        return hs_run(c, &hs);
+    }
+    struct mpc__hs *hs = calloc(1, sizeof *hs);
+    if (hs)
+        hs->key_buf = malloc(key_len ? key_len : 1);
+    if (!hs || !hs->key_buf) {
+        free(hs);
+        return set_err(c, MPC_NOMEM, 0, "handshake: out of memory");
+    }
+    if (o->digest && strlen(o->digest) >= sizeof hs->digest_buf) {
+        free(hs->key_buf);
+        free(hs);
+        return set_err(c, MPC_INVAL, 0, "unknown digest '%s'", o->digest);
+    }
+    memcpy(hs->key_buf, key, key_len);
+    if (o->digest) {
+        memcpy(hs->digest_buf, o->digest, strlen(o->digest) + 1);
+        hs->digest = hs->digest_buf;
+    }
+    hs->steps = steps;
+    hs->dl = MPC__NOW;
+    hs->dialect = o->dialect;
+    hs->key = hs->key_buf;
+    hs->key_len = key_len;
+    c->hs = hs;
+    return c->connecting ? MPC_AGAIN : nb_progress(c, 0);
+}
+
+/* The checks of the handshake calls; *o becomes the caller's options read
+ * into *copy. */
 static mpc_status hs_check(mpc_conn *c, const void *key, const mpc_options **o,
-                           mpc_options *defaults)
+                           mpc_options *copy)
 {
     if (!c)
         return MPC_INVAL;
@@ -1244,65 +1627,159 @@ static mpc_status hs_check(mpc_conn *c, const void *key, const mpc_options **o,
         return set_err(c, MPC_INVAL, 0, "the handshake needs a duplex connection");
     if (!key)
         return set_err(c, MPC_INVAL, 0, "authkey is NULL");
-    if (!*o) {
-        mpc_options_init(defaults);
-        *o = defaults;
-    }
+    *o = mpc__options_read(*o, copy);
     return MPC_OK;
+}
+
+static mpc_status hs_leg(mpc_conn *c, const unsigned char *steps, const void *key,
+                         size_t key_len, const mpc_options *opts)
+{
+    mpc_options d;
+    if (c && c->hs) /* a non-blocking handshake goes on */
+        return mpc_flush(c);
+    mpc_status st = hs_check(c, key, &opts, &d);
+    if (st != MPC_OK)
+        return st;
+    return hs_start(c, steps, key, key_len, opts);
 }
 
 mpc_status mpc_conn_deliver_challenge(mpc_conn *c, const void *key, size_t key_len,
                                       const mpc_options *opts)
 {
-    mpc_options d;
-    mpc_status st = hs_check(c, key, &opts, &d);
-    if (st != MPC_OK)
-        return st;
-    return deliver(c, key, key_len, opts, hs_deadline(opts));
+    return hs_leg(c, hs_deliver, key, key_len, opts);
 }
 
 mpc_status mpc_conn_answer_challenge(mpc_conn *c, const void *key, size_t key_len,
                                      const mpc_options *opts)
 {
-    mpc_options d;
-    mpc_status st = hs_check(c, key, &opts, &d);
-    if (st != MPC_OK)
-        return st;
-    return answer(c, key, key_len, opts, hs_deadline(opts));
+    return hs_leg(c, hs_answer, key, key_len, opts);
 }
 
 mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts)
 {
-    mpc_options d;
-    const void *key = opts ? opts->authkey : NULL;
-    mpc_status st = hs_check(c, key, &opts, &d);
-    if (st != MPC_OK)
-        return st;
-    hs_io io = {c, hs_deadline(opts), 0, {0}};
-    const void *k = key;
-    size_t klen = opts->authkey_len;
-    unsigned char chal[MPC_HS_FRAME_MAX];
-    size_t clen = 0;
-    if (server) {
-        /* deliver, then answer; the verdict waits in the queue and leaves
-         * with the reply if the client pipelined its challenge. */
-        st = deliver_challenge(&io, opts, chal, &clen);
-        if (st == MPC_OK)
-            st = deliver_verdict(&io, k, klen, opts, chal, clen);
-        if (st == MPC_OK)
-            st = answer_reply(&io, k, klen, opts);
-        if (st == MPC_OK)
-            st = answer_verdict(&io);
-    } else {
-        /* answer and deliver interleaved: the reply and our challenge
-         * leave together, before we wait for the verdict. */
-        st = answer_reply(&io, k, klen, opts);
-        if (st == MPC_OK)
-            st = deliver_challenge(&io, opts, chal, &clen);
-        if (st == MPC_OK)
-            st = answer_verdict(&io);
-        if (st == MPC_OK)
-            st = deliver_verdict(&io, k, klen, opts, chal, clen);
+    /* Server: deliver, then answer; the verdict waits in the queue and
+     * leaves with the reply if the client pipelined its challenge.
+     * Client: answer and deliver interleaved: the reply and our challenge
+     * leave together, before we wait for the verdict. */
+    return hs_leg(c, server ? hs_server : hs_client, opts ? opts->authkey : NULL,
+                  opts ? opts->authkey_len : 0, opts);
+}
+
+/* ------------------------------------------------------------------------
+ * Non-blocking mode: switching, progress, flush
+ * ------------------------------------------------------------------------ */
+
+/* Moves on a connect, a handshake and queued output, in that order.
+ * MPC_OK when none is left in the way (for_send: queued output neither),
+ * MPC_AGAIN with c->want, or the failure (a failed connect or handshake
+ * breaks the connection). */
+static mpc_status nb_progress(mpc_conn *c, int for_send)
+{
+    mpc_status st;
+    if (c->connecting) {
+        int eno = 0;
+        st = mpc__io_connect_done(c->fd, &eno);
+        if (st == MPC_AGAIN) {
+            c->want = MPC_WANT_WRITE;
+            return set_err(c, MPC_AGAIN, 0, "connect: in progress");
+        }
+        if (st != MPC_OK) {
+            set_err(c, st, eno, "connect to %s: %s", c->peer[0] ? c->peer : "the address",
+                    strerror(eno));
+            mark_broken(c, st);
+            return st;
+        }
+        c->connecting = 0;
+        mpc__io_peer_name(c->fd, c->peer, sizeof c->peer);
     }
-    return hs_finish(&io, st);
+    if (c->hs) {
+        st = hs_run(c, c->hs);
+        if (st == MPC_AGAIN) {
+            if (c->last != MPC_AGAIN)
+                set_err(c, MPC_AGAIN, 0, "handshake in progress");
+            return st;
+        }
+        hs_free(c);
+        if (st != MPC_OK) {
+            mark_broken(c, st);
+            return st;
+        }
+    }
+    if (c->olen > c->opos) {
+        st = out_write(c);
+        if (st == MPC_AGAIN) {
+            if (!for_send) {
+                c->want = 0; /* a receive goes on; the queue waits */
+                return MPC_OK;
+            }
+            return set_err(c, MPC_AGAIN, 0, "send: would block (output is queued)");
+        }
+        if (st != MPC_OK)
+            return st;
+    }
+    return MPC_OK;
+}
+
+mpc_status mpc_flush(mpc_conn *c)
+{
+    if (!c)
+        return MPC_INVAL;
+    clear_err(c);
+    mpc_status st = check_common(c);
+    if (st != MPC_OK || !c->nonblocking)
+        return st;
+    return nb_progress(c, 1);
+}
+
+mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
+{
+    int eno = 0;
+    if (!c)
+        return MPC_INVAL;
+    clear_err(c);
+    blocking = blocking != 0;
+    if (blocking == !c->nonblocking)
+        return MPC_OK;
+    if (blocking && (c->connecting || c->hs || c->olen > c->opos ||
+                     (c->pending && c->pend_left != c->pend_len)))
+        return set_err(c, MPC_INVAL, 0,
+                       "cannot switch to blocking mode: a connect, a handshake, queued output "
+                       "or a message received in part is in progress; finish it first");
+    if (c->fd >= 0 && mpc__io_set_blocking(c->fd, blocking, &eno) != MPC_OK)
+        return set_err(c, MPC_OS, eno, "fcntl: %s", strerror(eno));
+    c->nonblocking = (unsigned char)!blocking;
+    return MPC_OK;
+}
+
+int mpc_conn_blocking(const mpc_conn *c) { return c && !c->nonblocking; }
+
+int mpc_conn_wants(const mpc_conn *c)
+{
+    if (!c || c->fd < 0)
+        return 0;
+    int w = c->want;
+    if (c->connecting)
+        w |= MPC_WANT_WRITE;
+    if (c->olen > c->opos)
+        w |= MPC_WANT_WRITE;
+    return w;
+}
+
+int mpc_conn_pending(const mpc_conn *c)
+{
+    if (!c || c->fd < 0 || !c->readable || c->hs || c->connecting)
+        return 0;
+    if (c->broken != MPC_OK)
+        return 1; /* a receive fails at once */
+    if (c->pending) /* the rest of a message begun is buffered */
+        return c->pend_left <= (uint64_t)(c->rend - c->rpos);
+    if (whole_buffered(c) >= 0)
+        return 1;
+    /* A header that is an error at once (negative, not the -1 of the long
+     * form): the decoder needs nothing more to say so. */
+    if (c->hdr_have == 0 && c->rend - c->rpos >= MPC__FRAME_SHORT && c->rbuf[c->rpos] >= 0x80) {
+        const unsigned char *h = c->rbuf + c->rpos;
+        return !(h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff);
+    }
+    return 0;
 }

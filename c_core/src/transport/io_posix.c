@@ -60,6 +60,8 @@ static int poll_ms(mpc__deadline dl)
 {
     if (dl == MPC__NO_DEADLINE)
         return -1;
+    if (dl == MPC__NOW)
+        return 0;
     int64_t left = dl - now_ms();
     if (left <= 0)
         return 0;
@@ -160,7 +162,7 @@ mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
         /* Without a deadline the blocking read is the only system call;
          * with one, or a wake-up descriptor, poll first so the read cannot
          * block past either. */
-        if (dl != MPC__NO_DEADLINE || wake_fd >= 0) {
+        if ((dl != MPC__NO_DEADLINE && dl != MPC__NOW) || wake_fd >= 0) {
             int ready = 0, woken = 0;
             mpc_status st = wait_fd_or_wake(fd, POLLIN, wake_fd, dl, intr, &ready, &woken, eno);
             if (st != MPC_OK)
@@ -181,6 +183,8 @@ mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
             if (on_eintr(intr) != MPC_OK)
                 return MPC_INTR;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (dl == MPC__NOW)
+                return MPC_AGAIN;
             /* A caller-supplied non-blocking descriptor: wait, then retry. */
             int ready = 0, woken = 0;
             mpc_status st = wait_fd_or_wake(fd, POLLIN, wake_fd, dl, intr, &ready, &woken, eno);
@@ -265,7 +269,7 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
          * and waits for POLLOUT only on EAGAIN (below): sockets are almost
          * always writable, and the poll would be a system call per write.
          * A pipe has no per-call non-blocking flag, so it polls first. */
-        if (dl != MPC__NO_DEADLINE && is_socket != MPC__IO_SOCKET) {
+        if (dl != MPC__NO_DEADLINE && dl != MPC__NOW && is_socket != MPC__IO_SOCKET) {
             int ready = 0;
             mpc_status st = wait_fd(fd, POLLOUT, dl, intr, &ready, eno);
             if (st != MPC_OK)
@@ -293,7 +297,7 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
             int cnt = iovcnt;
             int limited = 0;
             struct iovec saved;
-            if (dl != MPC__NO_DEADLINE) {
+            if (dl != MPC__NO_DEADLINE && dl != MPC__NOW) {
                 cnt = 1;
                 if (iov->iov_len > PIPE_BUF) {
                     saved = *iov;
@@ -323,6 +327,8 @@ mpc_status mpc__io_write(int fd, int is_socket, struct iovec *iov, int iovcnt, m
             if (on_eintr(intr) != MPC_OK)
                 return MPC_INTR;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (dl == MPC__NOW)
+                return MPC_AGAIN;
             int ready = 0;
             mpc_status st = wait_fd(fd, POLLOUT, dl, intr, &ready, eno);
             if (st != MPC_OK)
@@ -498,6 +504,14 @@ static int set_blocking(int fd, int blocking)
     return nfl == fl ? 0 : fcntl(fd, F_SETFL, nfl);
 }
 
+mpc_status mpc__io_set_blocking(int fd, int blocking, int *eno)
+{
+    if (set_blocking(fd, blocking) == 0)
+        return MPC_OK;
+    *eno = errno;
+    return MPC_OS;
+}
+
 /* ------------------------------------------------------------------------
  * Listening and accepting
  * ------------------------------------------------------------------------ */
@@ -593,7 +607,8 @@ mpc_status mpc__io_accept(int lfd, int wake_fd, mpc__deadline dl, const mpc__int
         struct sockaddr_storage ss;
         socklen_t slen = sizeof ss;
         ss.ss_family = AF_UNSPEC; /* a family is looked at only if one was written */
-        int fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_CLOEXEC);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &slen,
+                         SOCK_CLOEXEC | (dl == MPC__NOW ? SOCK_NONBLOCK : 0));
         if (fd >= 0) {
             if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
                 set_nodelay(fd);
@@ -605,6 +620,8 @@ mpc_status mpc__io_accept(int lfd, int wake_fd, mpc__deadline dl, const mpc__int
         int eno = errno;
         if (eno == EAGAIN || eno == EWOULDBLOCK || eno == ECONNABORTED) {
             int ready = 0, woken = 0;
+            if (dl == MPC__NOW)
+                return mpc__error(err, MPC_AGAIN, eno, "accept: no client is waiting");
             mpc_status st = wait_fd_or_wake(lfd, POLLIN, wake_fd, dl, intr, &ready, &woken, &eno);
             if (st == MPC_OK && woken)
                 return mpc__error(err, MPC_CLOSED, 0, "listener is closed");
@@ -637,6 +654,7 @@ static mpc_status connect_one(const struct sockaddr *sa, socklen_t slen, mpc__de
      * without a deadline stays blocking, since a non-blocking one fails
      * with EAGAIN instead of waiting when the backlog is full. */
     int nonblock = !is_unix || dl != MPC__NO_DEADLINE;
+    int now = dl == MPC__NOW;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
     mpc_status st = MPC_OK;
     if (fd < 0) {
@@ -655,8 +673,15 @@ static mpc_status connect_one(const struct sockaddr *sa, socklen_t slen, mpc__de
             continue;
         }
         if (is_unix && e == EAGAIN) {
-            /* Backlog full: try again shortly, within the deadline. */
+            /* Backlog full: try again shortly, within the deadline.  A
+             * non-blocking connect cannot (no descriptor event says when):
+             * the caller gets EAGAIN. */
             int ready = 0;
+            if (now) {
+                *eno = e;
+                st = MPC_OS;
+                break;
+            }
             if (poll_ms(dl) == 0) {
                 st = MPC_TIMEOUT;
                 break;
@@ -665,6 +690,10 @@ static mpc_status connect_one(const struct sockaddr *sa, socklen_t slen, mpc__de
             if (st != MPC_OK)
                 break;
             continue;
+        }
+        if ((e == EINPROGRESS || e == EINTR) && now) {
+            st = MPC_AGAIN;
+            break;
         }
         if (e == EINPROGRESS || e == EINTR) {
             int ready = 0;
@@ -689,18 +718,41 @@ static mpc_status connect_one(const struct sockaddr *sa, socklen_t slen, mpc__de
         st = MPC_OS;
         break;
     }
-    if (st == MPC_OK && nonblock && set_blocking(fd, 1) < 0) {
+    if (st == MPC_OK && nonblock && !now && set_blocking(fd, 1) < 0) {
         *eno = errno;
         st = MPC_OS;
     }
-    if (st != MPC_OK) {
+    if (st != MPC_OK && st != MPC_AGAIN) {
         close(fd);
         return st;
     }
     if (!is_unix)
         set_nodelay(fd);
     *fd_out = fd;
-    return MPC_OK;
+    return st;
+}
+
+mpc_status mpc__io_connect_done(int fd, int *eno)
+{
+    struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+    int r;
+    do
+        r = poll(&p, 1, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        *eno = errno;
+        return MPC_OS;
+    }
+    if (r == 0)
+        return MPC_AGAIN;
+    int soerr = 0;
+    socklen_t l = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0)
+        soerr = errno;
+    if (soerr == 0)
+        return MPC_OK;
+    *eno = soerr;
+    return MPC_OS;
 }
 
 mpc_status mpc__io_connect(const mpc__addr *a, const char *text, mpc__deadline dl,
@@ -723,18 +775,19 @@ mpc_status mpc__io_connect(const mpc__addr *a, const char *text, mpc__deadline d
         st = MPC_RESOLVE;
         for (size_t i = 0; i < n; i++) {
             st = connect_one(list[i]->ai_addr, list[i]->ai_addrlen, dl, intr, fd_out, &eno);
-            if (st == MPC_OK) {
+            if (st == MPC_OK || st == MPC_AGAIN) {
                 format_sockaddr(list[i]->ai_addr, list[i]->ai_addrlen, peer,
                                 MPC__ADDR_TEXT_MAX);
                 break;
             }
-            if (st == MPC_TIMEOUT || st == MPC_INTR)
+            if (st == MPC_TIMEOUT || st == MPC_INTR || dl == MPC__NOW)
                 break;
         }
         freeaddrinfo(res);
     }
     switch (st) {
     case MPC_OK: return MPC_OK;
+    case MPC_AGAIN: return MPC_AGAIN;
     case MPC_TIMEOUT: return mpc__error(err, st, ETIMEDOUT, "connect to %s: timed out", text);
     case MPC_INTR: return mpc__error(err, st, EINTR, "connect to %s: interrupted", text);
     case MPC_RESOLVE:

@@ -31,14 +31,11 @@ mpc_status mpc_listen_n(const char *address, size_t address_len, const mpc_optio
                         mpc_listener **out, mpc_error *err)
 {
     mpc__addr a;
-    mpc_options defaults;
+    mpc_options o;
     if (!out)
         return mpc__error(err, MPC_INVAL, 0, "out is NULL");
     *out = NULL;
-    if (!opts) {
-        mpc_options_init(&defaults);
-        opts = &defaults;
-    }
+    opts = mpc__options_read(opts, &o);
     mpc_status st = mpc__addr_parse_n(address, address_len, &a, err);
     if (st != MPC_OK)
         return st;
@@ -102,8 +99,8 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
     l->msg[0] = '\0';
     if (l->fd < 0)
         return lerr(l, err, MPC_CLOSED, 0, "listener is closed");
-    mpc_status st =
-        mpc__io_accept(l->fd, l->wake_fd, mpc__deadline_in(timeout), &l->intr, &fd, peer, &e);
+    mpc__deadline dl = l->opts.nonblocking ? MPC__NOW : mpc__deadline_in(timeout);
+    mpc_status st = mpc__io_accept(l->fd, l->wake_fd, dl, &l->intr, &fd, peer, &e);
     if (st != MPC_OK)
         return lerr(l, err, st, e.sys_errno, e.message);
     /* Known before the handshake, so a caller can say who failed it. */
@@ -116,6 +113,8 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
     }
     if (l->opts.authkey) {
         st = mpc__conn_handshake(c, 1, &l->opts);
+        if (st == MPC_AGAIN)
+            st = MPC_OK; /* non-blocking: mpc_flush(c) goes on */
         if (st != MPC_OK) {
             mpc__conn_error_to(c, &e);
             mpc_conn_close(c);
@@ -141,6 +140,16 @@ void mpc_listener_set_interrupt(mpc_listener *l, int (*fn)(void *), void *arg)
     /* Connections accepted from now on inherit the new hook. */
     l->opts.interrupt = fn;
     l->opts.interrupt_arg = arg;
+}
+
+mpc_status mpc_listener_set_blocking(mpc_listener *l, int blocking)
+{
+    if (!l)
+        return MPC_INVAL;
+    /* The listening socket is always O_NONBLOCK (accept polls first), so
+     * this only changes how accept() behaves and what it returns. */
+    l->opts.nonblocking = !blocking;
+    return MPC_OK;
 }
 
 void mpc_listener_wake(mpc_listener *l)

@@ -51,6 +51,10 @@ mpc_status mpc__addr_parse_n(const char *text, size_t len, mpc__addr *out, mpc_e
 /* An absolute CLOCK_MONOTONIC time in milliseconds, or MPC__NO_DEADLINE. */
 typedef int64_t mpc__deadline;
 #define MPC__NO_DEADLINE ((mpc__deadline)-1)
+/* "Do not wait at all": the non-blocking mode's deadline.  A call that
+ * would wait returns MPC_AGAIN (instead of MPC_TIMEOUT); the descriptor is
+ * then O_NONBLOCK, so reads and writes are simply tried. */
+#define MPC__NOW ((mpc__deadline)-2)
 
 /* timeout < 0: no deadline; otherwise now + timeout. */
 mpc__deadline mpc__deadline_in(mpc_ms timeout);
@@ -105,13 +109,22 @@ mpc_status mpc__io_wait_many(const int *fds, const unsigned char *force_ready, s
                              mpc__deadline dl, const mpc__intr *intr, int *ready, size_t *nready,
                              int *eno);
 
+/* Sets (blocking = 0) or clears O_NONBLOCK on fd.  MPC_OK or MPC_OS. */
+mpc_status mpc__io_set_blocking(int fd, int blocking, int *eno);
+
+/* Whether a connect started with dl = MPC__NOW (mpc__io_connect() returned
+ * MPC_AGAIN) has finished: MPC_OK (connected), MPC_AGAIN (not yet: wait for
+ * writability), MPC_OS (*eno = the connect's error, e.g. ECONNREFUSED). */
+mpc_status mpc__io_connect_done(int fd, int *eno);
+
 /* Creates a listening socket for a.  On success *fd (non-blocking,
  * close-on-exec), bound (the real address, MPC__ADDR_TEXT_MAX bytes) and
  * *family ("AF_INET", "AF_INET6", "AF_UNIX").  MPC_RESOLVE, MPC_OS. */
 mpc_status mpc__io_listen(const mpc__addr *a, const char *text, int backlog, unsigned unix_mode,
                           int *fd, char *bound, const char **family, mpc_error *err);
 
-/* Accepts one client within dl.  *fd is blocking, close-on-exec, TCP_NODELAY
+/* Accepts one client within dl (MPC__NOW: MPC_AGAIN when none is waiting,
+ * and *fd is non-blocking).  *fd is otherwise blocking, close-on-exec, TCP_NODELAY
  * for TCP; peer (MPC__ADDR_TEXT_MAX bytes) is "host:port" or "".  wake_fd
  * (may be -1) is watched too: once it is readable the call returns
  * MPC_CLOSED.  MPC_TIMEOUT, MPC_INTR, MPC_OS, MPC_CLOSED. */
@@ -132,7 +145,10 @@ mpc_status mpc__io_shutdown(int fd, int *eno);
 
 /* Connects to a within dl.  *fd is blocking, close-on-exec, TCP_NODELAY for
  * TCP; peer as for accept.  Messages start "connect to <text>: ".
- * MPC_RESOLVE, MPC_TIMEOUT, MPC_INTR, MPC_OS. */
+ * MPC_RESOLVE, MPC_TIMEOUT, MPC_INTR, MPC_OS.  With dl = MPC__NOW the
+ * socket is non-blocking and only its first address is tried; MPC_AGAIN
+ * (with *fd and peer set) when the connect is in progress: see
+ * mpc__io_connect_done(). */
 mpc_status mpc__io_connect(const mpc__addr *a, const char *text, mpc__deadline dl,
                            const mpc__intr *intr, int *fd, char *peer, mpc_error *err);
 
@@ -180,6 +196,17 @@ struct mpc_conn {
     int pending;                 /* a header is parsed, its payload is pending */
     uint64_t pend_len;           /* declared payload length */
     uint64_t pend_left;          /* payload bytes not yet delivered */
+
+    /* Non-blocking mode (mpc_conn_set_blocking()). */
+    unsigned char nonblocking;
+    unsigned char connecting;    /* a non-blocking connect is in progress */
+    unsigned char nb_inbuf;      /* the fetched message lies in rbuf, not nb_buf */
+    int want;                    /* MPC_WANT_* of the last MPC_AGAIN */
+    unsigned char *out;          /* queued output: out[opos, olen) */
+    size_t opos, olen, ocap;
+    unsigned char *nb_buf;       /* the payload of a message received in part */
+    size_t nb_cap;
+    struct mpc__hs *hs;          /* a handshake in progress (non-blocking) */
 
     char peer[MPC__ADDR_TEXT_MAX];
     mpc_status last;
