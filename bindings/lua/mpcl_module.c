@@ -134,7 +134,6 @@ int mpcl_wait(lua_State *L)
     mpc_ms ms = (mpc_ms)luaL_checkinteger(L, 2);
     mpc_conn **v;
     int *ready;
-    lua_Integer k = 0;
     mpc_status st;
     luaL_checktype(L, 1, LUA_TTABLE);
     n = (size_t)lua_rawlen(L, 1);
@@ -151,9 +150,11 @@ int mpcl_wait(lua_State *L)
     st = mpc_wait(v, n, ms, ready, &nready);
     lua_pushinteger(L, (lua_Integer)st);
     lua_createtable(L, (int)(nready < 1000 ? nready : 1000), 0);
-    if (st == MPC_OK)
+    if (st == MPC_OK) {
+        lua_Integer k = 0;
         for (i = 0; i < n; i++)
             if (ready[i]) { lua_pushinteger(L, (lua_Integer)i + 1); lua_rawseti(L, -2, ++k); }
+    }
     return 2;
 }
 

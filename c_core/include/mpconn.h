@@ -933,14 +933,20 @@ MPC_API mpc_status mpc_value_encode(const mpc_value *v, int protocol, void **out
 
 /* Writes what Python 3's repr() prints for v into *out (caller owns; release
  * with mpc_free(); NUL-terminated) and sets *len (if not NULL) to its length
- * without the NUL.  Floats use the shortest text that round-trips; str
- * escapes follow str.isprintable() of Unicode 14 (Python 3.11's table).
- * Sets print in insertion order (Python prints them in hash order, which
- * for str elements differs between processes).  A sub-object shared through
- * the memo is printed at each place it appears, as Python does, so the text
- * of a small hostile pickle can be exponentially long: print received
- * values only when their size is acceptable.  MPC_INVAL (NULL), MPC_NOMEM. */
-MPC_API mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len);
+ * without the NUL.  v is borrowed.  Floats use the shortest text that
+ * round-trips; str escapes follow str.isprintable() of Unicode 14 (Python
+ * 3.11's table).  Sets print in insertion order (Python prints them in hash
+ * order, which for str elements differs between processes).  A container
+ * met again on its own path prints as "[...]" ("{...}", "(...)"), as in
+ * Python.  A sub-object shared through the memo is printed at each place it
+ * appears, as Python does, so the text of a small hostile pickle can be
+ * exponentially long: print received values with mpc_value_repr_limit().
+ * On any failure *out is NULL and *len 0.  Statuses: MPC_INVAL (NULL v or
+ * out), MPC_VALUE (a path through a cycle deeper than MPC_VALUE_DEPTH_MAX,
+ * where Python raises RecursionError: "nesting deeper than 2000 levels
+ * through a cycle"), MPC_NOMEM; the message is in err, which may be NULL
+ * (as for mpc_value_encode() and mpc_value_repr_limit()). */
+MPC_API mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len, mpc_error *err);
 
 /* Parses one Python literal (the subset ast.literal_eval accepts for these
  * kinds) from text (borrowed, UTF-8, len bytes; surrounding whitespace
@@ -965,9 +971,10 @@ MPC_API mpc_status mpc_value_parse(const char *text, size_t len, mpc_value **out
  * hostile pickle whose memo shares one sub-object many times costs neither
  * the memory nor the time of its full text.  For printing received values
  * (the mpconn CLI caps them at 16 MiB).  On MPC_OK as mpc_value_repr() (*out
- * caller owns; release with mpc_free()).  MPC_VALUE when the text would be
- * longer than max_len ("the repr is longer than 16777216 bytes"; *out NULL),
- * MPC_INVAL (NULL v or out), MPC_NOMEM.  err may be NULL. */
+ * caller owns; release with mpc_free()); on any failure *out is NULL and
+ * *len 0.  Statuses: those of mpc_value_repr(), and MPC_VALUE when the text
+ * would be longer than max_len ("the repr is longer than 16777216 bytes").
+ * err may be NULL.  mpc_value_repr() is this call with max_len SIZE_MAX. */
 MPC_API mpc_status mpc_value_repr_limit(const mpc_value *v, size_t max_len, char **out,
                                         size_t *len, mpc_error *err);
 

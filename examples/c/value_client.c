@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The most text printed for the reply: the listener is a peer, and a
+ * small pickle can have an astronomically long repr. */
+#define REPLY_TEXT_MAX ((size_t)1 << 20)
+
 static mpc_value *str(const char *s) { return mpc_value_new_str(s, strlen(s)); }
 
 /* d[key] = val; on failure both are released.  Returns 0 or -1. */
@@ -87,6 +91,7 @@ int main(int argc, char **argv)
     mpc_value *player = player_data();
     mpc_value *reply = NULL;
     char *text = NULL;
+    mpc_error err;
     if (!player) {
         fprintf(stderr, "value_client: out of memory\n");
     } else if (mpc_send_value(conn, player, 0) != MPC_OK ||
@@ -94,11 +99,13 @@ int main(int argc, char **argv)
         /* A reply that is not a plain value (say, a pickle that would call
          * os.system) ends up here too, as MPC_VALUE with the reason. */
         fprintf(stderr, "value_client: %s\n", mpc_conn_errmsg(conn));
-    } else if (mpc_value_repr(reply, &text, NULL) != MPC_OK) {
-        fprintf(stderr, "value_client: out of memory\n");
+    } else if (mpc_value_repr_limit(reply, REPLY_TEXT_MAX, &text, NULL, &err) != MPC_OK) {
+        /* A reply whose text would be too long to print (a small pickle
+         * can share one sub-object a billion times) ends up here too. */
+        fprintf(stderr, "value_client: reply not printed: %s\n", err.message);
     } else {
         char *sent = NULL;
-        if (mpc_value_repr(player, &sent, NULL) == MPC_OK)
+        if (mpc_value_repr(player, &sent, NULL, NULL) == MPC_OK)
             printf("Sent player data %s, listener replied: %s\n", sent, text);
         mpc_free(sent);
         rc = 0;

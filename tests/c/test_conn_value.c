@@ -46,7 +46,7 @@ static mpc_value *parse(const char *text)
 static char *repr(const mpc_value *v)
 {
     char *s = NULL;
-    assert_int_equal(mpc_value_repr(v, &s, NULL), MPC_OK);
+    assert_int_equal(mpc_value_repr(v, &s, NULL, NULL), MPC_OK);
     return s;
 }
 

@@ -141,7 +141,7 @@ static void opts_for(const vec *v, mpc_decode_options *o)
 static char *repr_of(const mpc_value *v)
 {
     char *s = NULL;
-    assert_int_equal(mpc_value_repr(v, &s, NULL), MPC_OK);
+    assert_int_equal(mpc_value_repr(v, &s, NULL, NULL), MPC_OK);
     return s;
 }
 
@@ -201,7 +201,7 @@ static void every_cpython_vector_decodes_to_what_python_repr_prints(void **state
         }
         char *s;
         size_t n;
-        assert_int_equal(mpc_value_repr(v, &s, &n), MPC_OK);
+        assert_int_equal(mpc_value_repr(v, &s, &n, NULL), MPC_OK);
         if (!repr_matches(t->repr, s, n) && bad++ < 20)
             print_error("%s %s p%d: got %.300s\n   wanted %.300s\n", t->name, t->origin,
                         t->proto, s, t->repr);
@@ -599,6 +599,15 @@ static void a_long_path_through_a_cycle_is_an_error_for_every_walk(void **state)
     mpc_error err;
     assert_int_equal(mpc_value_repr_limit(v, SIZE_MAX, &s, &len, &err), MPC_VALUE);
     assert_non_null(strstr(err.message, "nesting deeper than"));
+    /* the unbounded printer reports the same error the same way */
+    s = (char *)1;
+    len = 99;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(mpc_value_repr(v, &s, &len, &err), MPC_VALUE);
+    assert_null(s);
+    assert_int_equal(len, 0);
+    assert_int_equal(err.status, MPC_VALUE);
+    assert_string_equal(err.message, "nesting deeper than 2000 levels through a cycle");
     void *out = NULL;
     assert_int_equal(mpc_value_encode(v, 4, &out, &len, &err), MPC_VALUE);
     assert_non_null(strstr(err.message, "nesting deeper than"));

@@ -30,7 +30,7 @@ static void assert_repr(const mpc_value *v, const char *want)
 {
     char *s = NULL;
     size_t n = 0;
-    assert_int_equal(mpc_value_repr(v, &s, &n), MPC_OK);
+    assert_int_equal(mpc_value_repr(v, &s, &n, NULL), MPC_OK);
     if (strcmp(s, want) != 0 || n != strlen(want))
         fail_msg("repr \"%s\", wanted \"%s\"", s, want);
     mpc_free(s);
@@ -376,7 +376,11 @@ static void encoding_refuses_bad_arguments(void **state)
     assert_memory_equal(out, "\x80\x02N.", 4);
     mpc_free(out);
     mpc_value_free(v);
-    assert_int_equal(mpc_value_repr(NULL, (char **)&out, &n), MPC_INVAL);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(mpc_value_repr(NULL, (char **)&out, &n, &err), MPC_INVAL);
+    assert_int_equal(err.status, MPC_INVAL);
+    assert_string_equal(err.message, "value and out must not be NULL");
+    assert_int_equal(mpc_value_repr(NULL, (char **)&out, &n, NULL), MPC_INVAL);
     assert_int_equal(mpc_value_decode(NULL, 3, NULL, &v, NULL), MPC_INVAL);
     assert_int_equal(mpc_value_parse("1", 1, NULL, NULL), MPC_INVAL);
 }

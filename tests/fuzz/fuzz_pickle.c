@@ -25,8 +25,8 @@ static int same_repr(const mpc_value *a, const mpc_value *b)
 {
     char *ra = NULL, *rb = NULL;
     size_t na = 0, nb = 0;
-    check(mpc_value_repr(a, &ra, &na) == MPC_OK);
-    check(mpc_value_repr(b, &rb, &nb) == MPC_OK);
+    check(mpc_value_repr(a, &ra, &na, NULL) == MPC_OK);
+    check(mpc_value_repr(b, &rb, &nb, NULL) == MPC_OK);
     int same = na == nb && memcmp(ra, rb, na) == 0;
     mpc_free(ra);
     mpc_free(rb);
@@ -104,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char *text = NULL;
     size_t tn = 0;
-    check(mpc_value_repr(v, &text, &tn) == MPC_OK);
+    check(mpc_value_repr(v, &text, &tn, NULL) == MPC_OK);
     mpc_value *parsed = NULL;
     /* Only trees within the parser's default nesting can be read back. */
     if (tn < (1u << 20) && mpc_value_parse(text, tn, &parsed, &err) == MPC_OK) {

@@ -378,7 +378,7 @@ mpc_status mpc_value_repr_limit(const mpc_value *v, size_t max_len, char **out, 
     return MPC_OK;
 }
 
-mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len)
+mpc_status mpc_value_repr(const mpc_value *v, char **out, size_t *len, mpc_error *err)
 {
-    return mpc_value_repr_limit(v, SIZE_MAX, out, len, NULL);
+    return mpc_value_repr_limit(v, SIZE_MAX, out, len, err);
 }
