@@ -165,6 +165,18 @@
 %rename("$ignore", regextarget=1, fullname=1) "^mpc_decode_options";
 %rename("$ignore", regextarget=1, fullname=1) "^mpc_py2str";
 %rename("$ignore", regextarget=1, fullname=1) "^MPC_PY2STR";
+/* The non-blocking mode: the Lua side (set_timeout(0), wantread/wantwrite,
+ * pollables) is not built yet (issue 17); until then a Lua connection is
+ * always blocking, and these would break that promise. */
+%ignore mpc_conn_set_blocking;
+%ignore mpc_conn_blocking;
+%ignore mpc_conn_wants;
+%ignore mpc_conn_pending;
+%ignore mpc_flush;
+%ignore mpc_listener_set_blocking;
+%ignore MPC_WANT_READ;
+%ignore MPC_WANT_WRITE;
+%ignore MPC_OPTIONS_INIT;
 /* SIZE_MAX has no exact Lua integer; a negative maxlength means "no limit". */
 %ignore MPC_NO_LIMIT;
 

@@ -258,6 +258,12 @@ static PyObject *mpcpy_append(PyObject *result, PyObject *obj)
 %ignore mpc_conn_detach;       /* ConnectionBase._detach() / _handle = None */
 %ignore mpc_conn_close;        /* ConnectionBase.close(): waits for the calls inside */
 %ignore mpc_conn_shutdown;     /* close() never shuts the socket down (other processes share it) */
+%ignore mpc_conn_set_blocking; /* ConnectionBase._setblocking(): holds the handle */
+%ignore mpc_conn_blocking;     /* mpconn.asyncio keeps the mode itself */
+%ignore mpc_conn_wants;        /* ConnectionBase._wants() */
+%ignore mpc_conn_pending;      /* ConnectionBase._pending() */
+%ignore mpc_flush;             /* ConnectionBase._flush(): holds the handle */
+%ignore mpc_listener_set_blocking; /* ListenerHandle._setblocking() */
 
 /* Binding plumbing (provisional in the header): the hand-written receive
  * uses mpc_recv_with() instead. */

@@ -479,7 +479,7 @@ static void *mpcpy_rx_alloc(void *arg, void *old, size_t old_size, size_t new_si
         return NULL; /* (rx->bytes is NULL now: nothing left to free) */
     if (!rx->bytes)
         return NULL;
-    if (mpc_conn_buffered(rx->c) < new_size - old_size)
+    if (mpc_conn_buffered(rx->c) < new_size - old_size && mpc_conn_blocking(rx->c))
         rx->ts = PyEval_SaveThread();
     return PyBytes_AS_STRING(rx->bytes);
 }
@@ -497,7 +497,7 @@ static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t m
     const void *view;
     mpc_status st;
     size_t buffered = mpc_conn_buffered(c);
-    if (buffered >= MPC_FRAME_HEADER_MAX ||
+    if (buffered >= MPC_FRAME_HEADER_MAX || !mpc_conn_blocking(c) ||
         (buffered >= 4 && mpc_recv_peek(c, maxlength, &view, &len) == MPC_OK)) {
         st = mpc_recv_with(c, maxlength, mpcpy_rx_alloc, &rx, &out, &len);
     } else {
@@ -646,7 +646,6 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
     PyObject *data, *r;
     mpc_conn *c;
     Py_buffer view;
-    mpc_status st;
     if (mpcpy_conn_precheck(self, 1) < 0)
         return NULL;
     if (!self->st->dumps) {
@@ -664,6 +663,7 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
     if (!(c = mpcpy_conn_hold_dir(self, 1))) {
         r = NULL;
     } else {
+        mpc_status st;
         MPCPY_UNLOCKED(st = mpc_send_bytes(c, view.buf, (size_t)view.len));
         r = st == MPC_OK ? (Py_INCREF(Py_None), Py_None) : mpcpy_conn_fail(self, c, st);
         mpcpy_conn_drop(self, NULL);
@@ -828,6 +828,56 @@ static int mpcpy_conn_set_handle(mpcpy_conn *self, PyObject *value, void *unused
     return 0;
 }
 
+/* ------------------------------------------------------ non-blocking mode
+ * The plumbing of mpconn.asyncio (see mpconn.h, "Non-blocking mode"): in
+ * that mode every call above that would wait raises BlockingIOError having
+ * taken or sent nothing, and these say what to wait for. */
+
+/* _setblocking(flag) */
+static PyObject *mpcpy_conn_setblocking(mpcpy_conn *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    mpc_conn *c;
+    mpc_status st;
+    if (on < 0 || !(c = mpcpy_conn_hold(self)))
+        return NULL;
+    st = mpc_conn_set_blocking(c, on);
+    return mpcpy_conn_drop(self, st == MPC_OK ? (Py_INCREF(Py_None), Py_None)
+                                              : mpcpy_conn_fail(self, c, st));
+}
+
+/* _wants() -> 0, 1 (readable), 2 (writable) or 3 (both) */
+static PyObject *mpcpy_conn_wants(mpcpy_conn *self, PyObject *unused)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    (void)unused;
+    return c ? PyLong_FromLong(mpc_conn_wants(c)) : NULL;
+}
+
+/* _pending() -> True while a whole message is already buffered */
+static PyObject *mpcpy_conn_pending(mpcpy_conn *self, PyObject *unused)
+{
+    mpc_conn *c = mpcpy_conn_get(self);
+    (void)unused;
+    return c ? PyBool_FromLong(mpc_conn_pending(c)) : NULL;
+}
+
+/* _flush() -> True when connect, handshake and queued output are done,
+ * False when they must wait (_wants() says on what) */
+static PyObject *mpcpy_conn_flush(mpcpy_conn *self, PyObject *unused)
+{
+    mpc_conn *c;
+    mpc_status st;
+    (void)unused;
+    if (!(c = mpcpy_conn_hold(self)))
+        return NULL;
+    st = mpc_flush(c);
+    if (st == MPC_AGAIN)
+        return mpcpy_conn_drop(self, (Py_INCREF(Py_False), Py_False));
+    return mpcpy_conn_drop(self, st == MPC_OK ? (Py_INCREF(Py_True), Py_True)
+                                              : mpcpy_conn_fail(self, c, st));
+}
+
 static PyMethodDef mpcpy_conn_methods[] = {
     {"send_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_send_bytes,
      METH_FASTCALL | METH_KEYWORDS, "Send the bytes data from a bytes-like object."},
@@ -846,6 +896,10 @@ static PyMethodDef mpcpy_conn_methods[] = {
     {"close", (PyCFunction)mpcpy_conn_close, METH_NOARGS, "Close the connection"},
     {"_detach", (PyCFunction)mpcpy_conn_detach, METH_NOARGS, NULL},
     {"_buffered", (PyCFunction)mpcpy_conn_buffered, METH_NOARGS, NULL},
+    {"_setblocking", (PyCFunction)mpcpy_conn_setblocking, METH_O, NULL},
+    {"_wants", (PyCFunction)mpcpy_conn_wants, METH_NOARGS, NULL},
+    {"_pending", (PyCFunction)mpcpy_conn_pending, METH_NOARGS, NULL},
+    {"_flush", (PyCFunction)mpcpy_conn_flush, METH_NOARGS, NULL},
     {"_handshake", (PyCFunction)mpcpy_conn_handshake, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};
 

@@ -87,6 +87,19 @@ static PyObject *mpcpy_listener_accept(mpcpy_listener *self, PyObject *args)
     return mpcpy_conn_new_from(self->st, cls, c);
 }
 
+/* _setblocking(flag): a non-blocking listener's accept() raises
+ * BlockingIOError when no client is waiting, and returns non-blocking
+ * connections whose handshake their _flush() finishes. */
+static PyObject *mpcpy_listener_setblocking(mpcpy_listener *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    mpc_listener *l;
+    if (on < 0 || !(l = mpcpy_listener_get(self)))
+        return NULL;
+    (void)mpc_listener_set_blocking(l, on);
+    Py_RETURN_NONE;
+}
+
 /* close(): while accept() waits in another thread of this process, wakes it
  * (an eventfd, nothing another process sharing the socket can see) and lets
  * it finish the close. */
@@ -115,6 +128,7 @@ static PyObject *mpcpy_listener_get_closed(mpcpy_listener *self, void *unused)
 static PyMethodDef mpcpy_listener_methods[] = {
     {"accept", (PyCFunction)mpcpy_listener_accept, METH_VARARGS, NULL},
     {"close", (PyCFunction)mpcpy_listener_close, METH_NOARGS, NULL},
+    {"_setblocking", (PyCFunction)mpcpy_listener_setblocking, METH_O, NULL},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef mpcpy_listener_getset[] = {

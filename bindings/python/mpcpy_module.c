@@ -240,13 +240,15 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
     return mpcpy_listener_new_from(s, l);
 }
 
-/* connect(cls, address: bytes, authkey, dialect, digest, timeout) */
+/* connect(cls, address: bytes, authkey, dialect, digest, timeout,
+ * nonblocking=False): non-blocking, it returns once the connect has
+ * started, and the connection's _flush() finishes connect and handshake. */
 static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
 {
     mpcpy_state *s = mpcpy_state_get(mod);
     PyTypeObject *cls;
     PyObject *addr, *key, *digest, *timeout;
-    int dialect;
+    int dialect, nonblocking = 0;
     mpc_options o;
     mpc_error e;
     mpc_conn *c = NULL;
@@ -254,8 +256,8 @@ static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
     mpc_ms ms, hs_ms;
     mpc_status st;
     size_t alen = 0;
-    if (!PyArg_ParseTuple(args, "O!OOiOO:connect", &PyType_Type, &cls, &addr, &key, &dialect,
-                          &digest, &timeout))
+    if (!PyArg_ParseTuple(args, "O!OOiOO|p:connect", &PyType_Type, &cls, &addr, &key, &dialect,
+                          &digest, &timeout, &nonblocking))
         return NULL;
     if (!(a = mpcpy_address(addr, &alen)))
         return NULL;
@@ -267,6 +269,7 @@ static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
     hs_ms = ms > 0 ? ms : MPC_FOREVER;
     if (mpcpy_options(&o, key, dialect, digest, hs_ms, ms, 0) < 0)
         return NULL;
+    o.nonblocking = nonblocking;
     memset(&e, 0, sizeof e);
     Py_BEGIN_ALLOW_THREADS
     st = mpc_connect_n(a, alen, &o, &c, &e);

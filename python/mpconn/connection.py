@@ -384,7 +384,8 @@ class Listener(object):
             # As CPython: a client that failed its handshake was accepted
             # first, so it is the last accepted one.
             if self._authkey is not None and self._handle is not None and \
-                    not isinstance(e, TimeoutError) and str(e) != "listener is closed":
+                    not isinstance(e, (TimeoutError, BlockingIOError)) and \
+                    str(e) != "listener is closed":
                 peer = _core.mpc_listener_last_peer(self._handle)
                 self._last_accepted = _inet_from_c(peer, self._family) if peer else ""
             raise
@@ -398,6 +399,14 @@ class Listener(object):
         else:
             self._last_accepted = ""
         return conn
+
+    def _set_blocking(self, flag):
+        # mpconn.asyncio: a non-blocking listener's accept() raises
+        # BlockingIOError when no client waits, and returns non-blocking
+        # connections whose _flush() finishes the handshake.
+        if self._handle is None:
+            raise OSError("listener is closed")
+        self._handle._setblocking(bool(flag))
 
     def close(self):
         """Close the bound socket or named pipe of `self`."""
@@ -440,7 +449,7 @@ class Listener(object):
 
 
 def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern",
-           digest="sha256", read_ahead=False):
+           digest="sha256", read_ahead=False, _nonblocking=False):
     """Returns a connection to the address of a `Listener`.
 
     Extras (keyword-only): timeout (seconds, covers connect and handshake;
@@ -462,7 +471,7 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
     bad_key = authkey is not None and not isinstance(authkey, bytes)
     try:
         conn = _core.connect(Connection, caddr, None if bad_key else authkey, code, digest,
-                             timeout)
+                             timeout, bool(_nonblocking))
     except socket.gaierror as e:
         _reraise_gaierror(e, address)
     if bad_key:

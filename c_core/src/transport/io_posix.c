@@ -162,7 +162,7 @@ mpc_status mpc__io_read(int fd, struct iovec *iov, int iovcnt, mpc__deadline dl,
         /* Without a deadline the blocking read is the only system call;
          * with one, or a wake-up descriptor, poll first so the read cannot
          * block past either. */
-        if ((dl != MPC__NO_DEADLINE && dl != MPC__NOW) || wake_fd >= 0) {
+        if (dl != MPC__NOW && (dl != MPC__NO_DEADLINE || wake_fd >= 0)) {
             int ready = 0, woken = 0;
             mpc_status st = wait_fd_or_wake(fd, POLLIN, wake_fd, dl, intr, &ready, &woken, eno);
             if (st != MPC_OK)
