@@ -2,7 +2,12 @@
 one run; prints medians with ratios to both plain C baselines and to stock
 CPython, and writes machine-readable results.
 
-    python bench/run.py [--quick] [--reps N] [--out FILE]
+    python bench/run.py [--quick] [--scale F] [--reps N] [--impls A,B] [--modes M,N]
+                        [--sizes 16,1048576] [--out FILE]
+
+--quick: 16 B and 1 MiB only, one repetition.  --scale F multiplies every
+message count (at least 8 a run): with --quick --scale 0.02 every row runs
+in seconds (a smoke test; its numbers mean nothing).
 
 Run through bench/run.sh, which builds what is needed first.
 Implementations:
@@ -23,6 +28,17 @@ Implementations:
   lua-floor     the Lua floor (SPEC 6): bench/lua_floor.c, the best plain C's
                 framing and buffered reader making one Lua string a message
   lua-luasocket the framing in pure Lua over LuaSocket (bench/lua_luasocket.lua)
+  aio-mpconn    mpconn.asyncio (skipped, with a note, where it cannot be imported)
+  aio-streams   asyncio streams, readexactly() for header and payload
+  aio-protocol  a hand-written asyncio.Protocol framer
+  aio-threads   stock Connections in loop.run_in_executor (aioprocessing)
+                (each asyncio row on the default loop, and as aio-*-uv on
+                uvloop, skipped with a note where uvloop is not installed;
+                both peers are the same implementation, each in its own
+                process; bench/bench_asyncio.py.  Measured pinned on a Unix
+                socket only, on 16 B ping-pong, 16 B stream and 1 MiB
+                stream, the cases of SPEC 6's asyncio targets.  On request
+                (--impls): aio-mpconn-ra[-uv], read_ahead=True.)
 Every row gets three ratios: vs_plain_c (to c-plain, CPython's read
 pattern: the baseline of the default mode's small-message targets),
 vs_best_c (to the best plain C of the row, the faster of c-plainbuf and
@@ -30,7 +46,10 @@ c-plain: on small messages always c-plainbuf; the baseline of the read-ahead
 mode and of the large-message targets) and vs_stock.  Lua rows also get
 x_lua_floor (time per message over the Lua floor's, same mode: the SPEC 6
 target is <= 1.10) and mpconn Lua rows vs_luasocket (speed over LuaSocket's:
-target >= 3).
+target >= 3).  mpconn.asyncio rows also get vs_aio_streams, vs_aio_protocol
+and vs_aio_threads: speed over each pure-asyncio way on the same loop (SPEC 6:
+>= 1.3 over streams and the Protocol framer on 16 B rows, >= 1.0 on 1 MiB,
+>= 10 over the thread pool).
 Placements: "pinned" (both peers on CPU 0 via taskset: CPU cost, the stable
 comparison) and "free".
 """
@@ -68,10 +87,25 @@ COUNTS["connect"] = COUNTS["connect-auth"] = {0: 2000}
 SLOW_LARGE = {"py-stock": (1 << 20, 0.25), "lua-luasocket": (65536, 0.5)}
 
 
-def count_for(impl, mode, size):
-    n = COUNTS[mode][size]
-    if impl in SLOW_LARGE and size >= SLOW_LARGE[impl][0]:
-        n = max(8, int(n * SLOW_LARGE[impl][1]))
+# The asyncio rows (bench_asyncio.py): their own counts, about 0.2-1 s a run
+# (asyncio streams move 16 B round trips at a tenth of plain C's rate and
+# 1 MiB messages at 300-500 MB/s); the thread pool is slower still on small
+# messages (5k round trips/s, 10k msg/s).  Only these cases are measured.
+AIO_COUNTS = {("pingpong", 16): 10000, ("stream", 16): 200000, ("stream", 1 << 20): 300}
+AIO_THREADS_COUNTS = {("pingpong", 16): 2000, ("stream", 16): 10000, ("stream", 1 << 20): 300}
+# ... and only pinned, on a Unix socket (SPEC 6).
+AIO_PLACES = (("pinned", "unix"),)
+
+
+def count_for(impl, mode, size, scale=1.0):
+    if impl.startswith("aio-"):
+        n = (AIO_THREADS_COUNTS if impl.startswith("aio-threads") else AIO_COUNTS)[mode, size]
+    else:
+        n = COUNTS[mode][size]
+        if impl in SLOW_LARGE and size >= SLOW_LARGE[impl][0]:
+            n = max(8, int(n * SLOW_LARGE[impl][1]))
+    if scale != 1.0:
+        n = max(8, int(n * scale))
     return n
 
 
@@ -79,7 +113,9 @@ def count_for(impl, mode, size):
 # default-mode twins.
 IMPLS = ["c-plain", "c-plainbuf", "c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra",
          "py-floor", "lua-mpconn", "lua-mpconn-ra", "lua-floor", "lua-luasocket", "py-stock",
-         "py-zmq"]
+         "py-zmq",
+         "aio-mpconn", "aio-streams", "aio-protocol", "aio-threads",
+         "aio-mpconn-uv", "aio-streams-uv", "aio-protocol-uv", "aio-threads-uv"]
 # Those offering a batched send (send_many / send_bytes_many).
 BATCHED = ("c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra", "lua-mpconn",
            "lua-mpconn-ra", "lua-floor", "lua-luasocket")
@@ -88,8 +124,8 @@ READ_AHEAD = ("c-mpconn-ra", "py-mpconn-ra", "lua-mpconn-ra")
 FLOOR_SIZES = (16,)
 LUA = {"lua-mpconn": [], "lua-mpconn-ra": ["ra"], "lua-floor": ["floor"],
        "lua-luasocket": ["luasocket"]}
-# Measured on request only (--impls ...); none at present.
-EXTRA_IMPLS = []
+# Measured on request only (--impls ...).
+EXTRA_IMPLS = ["aio-mpconn-ra", "aio-mpconn-ra-uv"]
 
 
 def impl_cmd(impl, mode, size, count, transport, python, lua):
@@ -103,12 +139,20 @@ def impl_cmd(impl, mode, size, count, transport, python, lua):
     if impl in LUA:
         return [lua, os.path.join(HERE, "bench_lua.lua"), mode, str(size), str(count),
                 transport] + LUA[impl]
+    if impl.startswith("aio-"):
+        kind, loop = impl[4:], "asyncio"
+        if kind.endswith("-uv"):
+            kind, loop = kind[:-3], "uvloop"
+        return [python, os.path.join(HERE, "bench_asyncio.py"), kind, loop, mode, str(size),
+                str(count), transport]
     raise ValueError(impl)
 
 
-def cells(impls, quick):
-    sizes = [16, 1 << 20] if quick else SIZES
+def cells(impls, quick, modes=MODES, sizes=None):
+    sizes = sizes or ([16, 1 << 20] if quick else SIZES)
     for mode in ("pingpong", "stream", "batch"):
+        if mode not in modes:
+            continue
         for size in sizes:
             for impl in impls:
                 if mode == "batch" and impl not in BATCHED:
@@ -117,9 +161,11 @@ def cells(impls, quick):
                     continue
                 if impl == "py-floor" and (mode == "batch" or size not in FLOOR_SIZES):
                     continue
+                if impl.startswith("aio-") and (mode, size) not in AIO_COUNTS:
+                    continue
                 yield mode, size, impl
     for mode in ("connect", "connect-auth"):
-        if "c-mpconn" in impls:
+        if "c-mpconn" in impls and mode in modes:
             yield mode, 0, "c-mpconn"
 
 
@@ -135,12 +181,18 @@ def run_one(cmd, pinned, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="16 B and 1 MiB only, 1 rep")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every message count (smoke test: --quick --scale 0.02)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--python", default=os.path.join(BUILD, "venv", "bin", "python"))
     ap.add_argument("--lua", default="lua5.4")
     ap.add_argument("--transports", default="unix,tcp")
     ap.add_argument("--placements", default="pinned,free")
     ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--modes", default=",".join(MODES), help="a subset of " + ",".join(MODES))
+    ap.add_argument("--sizes", default=None,
+                    help="message sizes in bytes, e.g. 16,1048576 (default: all; --quick: 16 B "
+                         "and 1 MiB)")
     ap.add_argument("--out", default=os.path.join(BUILD, "bench-results.json"))
     args = ap.parse_args()
     reps = 1 if args.quick else args.reps
@@ -154,13 +206,16 @@ def main():
     plan = [(pl, tr, mode, size, impl)
             for pl in args.placements.split(",")
             for tr in args.transports.split(",")
-            for mode, size, impl in cells(impls, args.quick)]
+            for mode, size, impl in cells(impls, args.quick, args.modes.split(","),
+                                          [int(x) for x in args.sizes.split(",")]
+                                          if args.sizes else None)
+            if not impl.startswith("aio-") or (pl, tr) in AIO_PLACES]
     samples = {}
     started = time.time()
     # Interleave: every cell once per repetition, so drift hits all alike.
     for rep in range(reps):
         for pl, tr, mode, size, impl in plan:
-            count = count_for(impl, mode, size)
+            count = count_for(impl, mode, size, args.scale)
             cmd = impl_cmd(impl, mode, size, count, tr, args.python, args.lua)
             t = time.time()
             res = run_one(cmd, pl == "pinned", env)
@@ -171,12 +226,15 @@ def main():
 
     results = []
     for key, runs in samples.items():
-        ok = [r for r in runs if "error" not in r]
+        ok = [r for r in runs if "error" not in r and "skipped" not in r]
+        skipped = [r for r in runs if "skipped" in r]
         pl, tr, mode, size, impl = key
         row = {"placement": pl, "transport": tr, "mode": mode, "size": size, "impl": impl,
-               "runs": len(runs), "failed": len(runs) - len(ok),
+               "runs": len(runs), "failed": len(runs) - len(ok) - len(skipped),
                "wall_s": round(sum(r["wall_s"] for r in runs), 3)}
-        if ok:
+        if skipped and not ok:  # not measurable here (bench_asyncio.py says why)
+            row["skipped"] = skipped[-1]["skipped"]
+        elif ok:
             row["ops_per_s"] = statistics.median(r["ops_per_s"] for r in ok)
             if impl == "py-floor":
                 row["floor_us"] = statistics.median(r["floor_us"] for r in ok)
@@ -220,6 +278,11 @@ def main():
         row["vs_plain_c"] = row["ops_per_s"] / b if b else None
         row["vs_best_c"] = row["ops_per_s"] / best if best else None
         row["vs_stock"] = row["ops_per_s"] / s if s else None
+        if row["impl"].startswith("aio-mpconn"):
+            uv = "-uv" if row["impl"].endswith("-uv") else ""
+            for other in ("streams", "protocol", "threads"):
+                o = base(row, "aio-%s%s" % (other, uv))
+                row["vs_aio_" + other] = row["ops_per_s"] / o if o else None
         if row["impl"].startswith("lua-"):
             fl, ls = base(row, "lua-floor"), base(row, "lua-luasocket")
             row["x_lua_floor"] = fl / row["ops_per_s"] if fl else None
@@ -400,6 +463,35 @@ def print_targets(results, placement="pinned", transport="unix"):
             if r and r.get(key) and f.get(key):
                 got += "; %s is at %.2f (%.0f%% of that)" % (tag, r[key], 100 * r[key] / f[key])
         checks.append(("(reported) Python interpreter floor, 16 B %s" % mode, got, "info"))
+    # mpconn.asyncio against every pure-asyncio way on the same loop (SPEC 6,
+    # issue 16): >= 1.3x asyncio streams and the Protocol framer on the 16 B
+    # rows, level or better on 1 MiB, >= 10x the thread pool on every row.
+    for uv, loop in (("", "default loop"), ("-uv", "uvloop")):
+        m = "aio-mpconn" + uv
+        note = None
+        for r in results:
+            if (r["placement"], r["transport"], r["impl"]) == (placement, transport, m) and \
+                    "skipped" in r:
+                note = r["skipped"]
+        for mode, size, label, floor in (("pingpong", 16, "16 B ping-pong", 1.3),
+                                         ("stream", 16, "16 B stream", 1.3),
+                                         ("stream", MiB, "1 MiB stream", 1.0)):
+            r = row(m, mode, size)
+            got = [(o, r.get("vs_aio_" + o) if r else None) for o in ("streams", "protocol")]
+            seen = [v for _, v in got if v is not None]
+            checks.append(("mpconn.asyncio >= %.1fx streams and Protocol: %s, %s" % (
+                floor, label, loop),
+                "; ".join("%s %.2fx" % (o, v) for o, v in got if v is not None) or note or "-",
+                (min(seen) >= floor) if len(seen) == 2 else None))
+        got = []
+        for mode, size, label in (("pingpong", 16, "16 B ping-pong"), ("stream", 16, "16 B stream"),
+                                  ("stream", MiB, "1 MiB stream")):
+            r = row(m, mode, size)
+            if r and r.get("vs_aio_threads") is not None:
+                got.append((label, r["vs_aio_threads"]))
+        checks.append(("mpconn.asyncio >= 10x the thread pool, every row, %s" % loop,
+                       "; ".join("%s %.1fx" % g for g in got) or note or "-",
+                       all(v >= 10 for _, v in got) if got else None))
     conn = {r["mode"]: r for r in results if (r["placement"], r["transport"]) == (
         placement, "tcp") and r["mode"].startswith("connect") and "ops_per_s" in r}
     if "connect" in conn and "connect-auth" in conn:
@@ -439,23 +531,30 @@ def print_table(results, machine):
           "mpconn Lua over pure-Lua LuaSocket (target >= 3)")
     print("py-floor: what the best possible Python binding could reach (C baseline + "
           "the interpreter's time per message, shown after the row)")
+    print("aio-*: asyncio, both peers the same implementation (-uv: on uvloop); "
+          "mpconn.asyncio's speed over the others in the SPEC 6 targets below")
     order = {impl: i for i, impl in enumerate(IMPLS + EXTRA_IMPLS)}
     rows = sorted(results, key=lambda r: (r["placement"] != "pinned", r["transport"],
                                           MODES.index(r["mode"]),
                                           r["size"], order.get(r["impl"], 99)))
-    hdr = "%-6s %-4s %-8s %-7s %-13s %12s %10s %9s %8s %8s %9s %8s %8s" % (
+    hdr = "%-6s %-4s %-8s %-7s %-16s %12s %10s %9s %8s %8s %9s %8s %8s" % (
         "place", "tr", "mode", "size", "impl", "ops/s", "MB/s", "p50 us", "vs C", "vs best",
         "vs stock", "x floor", "vs LuaS")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
+        if "skipped" in r:
+            print("%-6s %-4s %-8s %-7s %-16s  skipped: %s" % (
+                r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+                r["skipped"]))
+            continue
         if "ops_per_s" not in r:
-            print("%-6s %-4s %-8s %-7s %-13s  FAILED: %s" % (
+            print("%-6s %-4s %-8s %-7s %-16s  FAILED: %s" % (
                 r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
                 r.get("error", "")[:60]))
             continue
         fmt = lambda v: "%.2f" % v if v is not None else "-"
-        print("%-6s %-4s %-8s %-7s %-13s %12.0f %10.1f %9s %8s %8s %9s %8s %8s%s" % (
+        print("%-6s %-4s %-8s %-7s %-16s %12.0f %10.1f %9s %8s %8s %9s %8s %8s%s" % (
             r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
             r["ops_per_s"], r["mb_per_s"],
             "%.1f" % r["p50_us"] if "p50_us" in r else "-",

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark (README "Performance"):
-#   bash bench/run.sh [--quick] [--reps N]
+#   bash bench/run.sh [--quick] [--scale F] [--reps N] [--impls ...] [--modes ...] [--sizes ...]
 # Builds the library, the bench program, the Python package (build/venv) and
-# the Lua module if they are missing, installs pyzmq for the comparison, then
-# runs bench/run.py.  Estimated at about 10 minutes on 2 idle cores (7 before
+# the Lua module if they are missing, installs pyzmq and uvloop for the
+# comparisons, then runs bench/run.py.  A smoke test of every row in seconds
+# (numbers meaningless): --quick --scale 0.02.  The asyncio rows
+# (bench/bench_asyncio.py, pinned Unix socket only) add about 20 s a
+# repetition.  Estimated at about 10 minutes on 2 idle cores (7 before
 # issue 15's rows; not measured idle since), a quarter of it the
 # Lua floor, LuaSocket, Lua read-ahead and Python floor rows (14-17 minutes
 # as measured with other work sharing the cores; --quick: about 2).
@@ -25,6 +28,10 @@ if ! "$build/venv/bin/python" -c 'import mpconn' 2>/dev/null || [ ! -e "$stamp" 
   mv "$stamp.new" "$stamp"
 fi
 "$build/venv/bin/python" -c 'import zmq' 2>/dev/null || "$build/venv/bin/pip" install -q pyzmq
+# uvloop for the asyncio rows' second loop (bench/bench_asyncio.py); without
+# it those rows say "uvloop not installed" and the rest still runs.
+"$build/venv/bin/python" -c 'import uvloop' 2>/dev/null || "$build/venv/bin/pip" install -q uvloop ||
+  echo "bench: uvloop could not be installed; its asyncio rows will be skipped" >&2
 cmake -S "$root" -B "$build" -DMPCONN_BUILD_LUA=ON -DMPCONN_BUILD_TESTS=OFF -DMPCONN_PYTHON="$build/venv/bin/python" >/dev/null
 cmake --build "$build" -j2 >/dev/null
 exec "$build/venv/bin/python" "$root/bench/run.py" "$@"

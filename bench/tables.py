@@ -4,7 +4,9 @@ SPEC 6 target check of that run.  Both read modes side by side: every cell
 is "ratio to the best plain C / ratio to plain C with CPython's read
 pattern"; SPEC 6 reads the read-ahead columns against the first and the
 default-mode columns against the second on small messages, and both modes
-against the first on large ones.
+against the first on large ones.  The asyncio rows (pinned, Unix socket)
+get tables of their own: each against the best plain C, and mpconn.asyncio
+over each pure-asyncio way.
 
     python bench/tables.py [build/bench-results.json]
 """
@@ -120,6 +122,65 @@ def lua_table(results, placement, transport):
     return "\n".join(out)
 
 
+AIO_COLS = [("aio-mpconn", "mpconn.asyncio"), ("aio-streams", "asyncio streams"),
+            ("aio-protocol", "asyncio.Protocol framer"), ("aio-threads", "thread pool")]
+AIO_CASES = [("pingpong", 16, "16 B ping-pong", 1.3), ("stream", 16, "16 B stream", 1.3),
+             ("stream", 1 << 20, "1 MiB stream", 1.0)]
+AIO_LOOPS = [("", "default loop"), ("-uv", "uvloop")]
+
+
+def asyncio_tables(results, placement, transport):
+    """The asyncio rows (SPEC 6, issue 16): each against the best plain C,
+    then mpconn.asyncio's speed over each pure-asyncio way on the same loop
+    (targets: >= 1.3x streams and the Protocol framer on 16 B rows, >= 1.0x
+    on 1 MiB, >= 10x the thread pool)."""
+    by = {(r["mode"], r["size"], r["impl"]): r for r in results
+          if (r["placement"], r["transport"]) == (placement, transport)}
+    if not any(k[2].startswith("aio-") for k in by):
+        return None
+    f = lambda v: "%.2f" % v if v else "–"
+    cols = [(impl + uv, "%s (%s)" % (name, loop)) for uv, loop in AIO_LOOPS
+            for impl, name in AIO_COLS]
+    why = {}
+    for r in by.values():
+        if r["impl"].startswith("aio-") and "skipped" in r:
+            why.setdefault(r["skipped"], set()).add(r["impl"])
+    skipped = ["%s (%s)" % (", ".join(sorted(impls)), w) for w, impls in sorted(why.items())]
+    out = ["### asyncio: %s, %s" % (TITLES[placement], TITLES[transport]), "",
+           "Each cell: ratio to the best plain C (higher is better); first column: ops/s of "
+           "the best plain C. Both peers are the same asyncio implementation, each in its own "
+           "process with its own loop (`bench/bench_asyncio.py`)." +
+           (" Skipped here: %s." % "; ".join(skipped) if skipped else ""), "",
+           "| case | best plain C (ops/s) | " + " | ".join(n for _, n in cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+    for mode, size, label, _ in AIO_CASES:
+        bases = [by.get((mode, size, i)) for i in ("c-plainbuf", "c-plain")]
+        bases = [b for b in bases if b and "ops_per_s" in b]
+        best = "{:,.0f}".format(max(b["ops_per_s"] for b in bases)) if bases else "–"
+        cells = []
+        for impl, _ in cols:
+            r = by.get((mode, size, impl), {})
+            cells.append("skipped" if "skipped" in r else f(r.get("vs_best_c")))
+        out.append("| %s | %s | %s |" % (label, best, " | ".join(cells)))
+    out += ["", "### mpconn.asyncio against the other asyncio ways: %s, %s" % (
+        TITLES[placement], TITLES[transport]), "",
+        "Each cell: mpconn.asyncio's speed over that way's, same loop and case (the SPEC 6 "
+        "target in the first column).", "",
+        "| case (target over streams and Protocol; over the thread pool) | " +
+        " | ".join("÷ %s (%s)" % (name, loop) for uv, loop in AIO_LOOPS
+                   for _, name in AIO_COLS[1:]) + " |",
+        "|---|" + "---|" * (len(AIO_LOOPS) * (len(AIO_COLS) - 1))]
+    for mode, size, label, target in AIO_CASES:
+        cells = []
+        for uv, _ in AIO_LOOPS:
+            r = by.get((mode, size, "aio-mpconn" + uv), {})
+            for other, _ in AIO_COLS[1:]:
+                cells.append("skipped" if "skipped" in r else
+                             f(r.get("vs_" + other.replace("-", "_"))))
+        out.append("| %s (≥ %.1f; ≥ 10) | %s |" % (label, target, " | ".join(cells)))
+    return "\n".join(out)
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(run.BUILD, "bench-results.json")
     with open(path) as f:
@@ -133,6 +194,10 @@ def main():
                 lt = lua_table(results, pl, tr)
                 if lt:
                     print(lt)
+                    print()
+                at = asyncio_tables(results, pl, tr)
+                if at:
+                    print(at)
                     print()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
