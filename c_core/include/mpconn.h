@@ -11,12 +11,14 @@
  * Layers, each usable alone:
  *   1. Framing (sans-I/O): mpc_frame_header(), mpc_frame_decoder.
  *   2. Handshake (sans-I/O): mpc_hs_*().
- *   3. Transport: mpc_listener, mpc_conn (blocking I/O with deadlines).
+ *   3. Transport: mpc_listener, mpc_conn (blocking I/O with deadlines, or a
+ *      non-blocking mode for event loops).
  *
  * Conventions used by every declaration below:
  *   - Every fallible call returns an mpc_status; MPC_OK (0) means success.
- *   - Creation calls take an optional caller-owned mpc_error (may be NULL)
- *     that receives a readable message; on failure the out-handle is NULL.
+ *   - Creation calls, the sans-I/O calls and the value calls take an
+ *     optional caller-owned mpc_error (may be NULL) that receives a readable
+ *     message; on failure the out-handle is NULL.
  *   - Calls on an existing object record the last failure in that object:
  *     mpc_conn_errmsg() / mpc_conn_errno() stay valid until the next call on
  *     the same object.
@@ -33,9 +35,10 @@
  *     be used by one thread at a time; different objects may be used by
  *     different threads in parallel.
  *   - The library never calls exit() or abort() and never changes signal
- *     dispositions.  Writes to sockets use MSG_NOSIGNAL; a write to a one-way
- *     pipe whose reader is gone raises SIGPIPE unless the program ignores it
- *     (the mpconn CLI and Python do).
+ *     dispositions, and it never raises SIGPIPE: writes to sockets use
+ *     MSG_NOSIGNAL; a write to a pipe whose reader is gone has SIGPIPE
+ *     blocked around it (when the signal would kill the process) and
+ *     returns EPIPE.
  */
 #ifndef MPCONN_H
 #define MPCONN_H
