@@ -506,7 +506,7 @@ static mpc_status read_header(mpc_conn *c, mpc__deadline dl, uint64_t *len)
         /* Fast path: a whole non-negative short header already buffered
          * and no header in progress (the decoder is idle).  The -1 form
          * and the errors go through the decoder below. */
-        if (c->hdr_have == 0) {
+        if (c->hdr_have == 0 && c->rend - c->rpos >= MPC__FRAME_SHORT) {
             int64_t l = mpc__frame_short_len(c->rbuf + c->rpos, c->rend - c->rpos);
             if (l >= 0) {
                 *len = (uint64_t)l;
@@ -736,7 +736,8 @@ size_t mpc_recv_alloc_step(uint64_t declared, size_t received)
  * messages; else -1. */
 static inline int64_t whole_buffered(const mpc_conn *c)
 {
-    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have)
+    if (c->fd < 0 || !c->readable || c->broken != MPC_OK || c->pending || c->hdr_have ||
+        c->rend - c->rpos < MPC__FRAME_SHORT) /* (also: no buffer yet) */
         return -1;
     return mpc__frame_whole_len(c->rbuf + c->rpos, c->rend - c->rpos);
 }
