@@ -183,7 +183,8 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
             if (mpc__io_set_blocking(fd, 0, &eno) != MPC_OK) {
                 free(c);
                 *out = NULL;
-                return mpc__error(err, MPC_OS, eno, "fcntl: %s", strerror(eno));
+                mpc__error(err, MPC_OS, eno, "fcntl: %s", strerror(eno));
+                return MPC_OS; /* (spelled out, as above) */
             }
             c->nonblocking = 1;
         }
