@@ -834,6 +834,16 @@ MPC_API void mpc_value_free(mpc_value *v);
  * container.  v may be a borrowed pointer (an item of a container). */
 MPC_API mpc_value *mpc_value_share(mpc_value *v);
 
+/* 1 if v may be reached through more than one reference: it has more than
+ * one owner (the tree shares it, as a decoded pickle's memo or DUP shares
+ * one object between several places) or it lies in a group of containers
+ * that reach one another (a cycle).  0 means v has one owner and is on no
+ * cycle, so a walk from the root that does not descend twice into a node
+ * this call answers 1 for meets v exactly once.  A binding that builds one
+ * object per node (as pickle.loads does) needs a memo only for these
+ * nodes; v borrowed, 0 for NULL. */
+MPC_API int mpc_value_shared(const mpc_value *v);
+
 /* --- Accessors.  v is borrowed; NULL v gives the zero answer. --- */
 MPC_API mpc_vkind mpc_value_kind(const mpc_value *v);   /* MPC_V_NONE for NULL */
 /* The Python type name of a kind ("NoneType", "bool", "int", "float",
@@ -906,8 +916,10 @@ typedef struct mpc_decode_options {
  * BUILD, INST, OBJ, NEWOBJ, NEWOBJ_EX, PERSID, BINPERSID, EXT1/2/4,
  * NEXT_BUFFER and READONLY_BUFFER are refused.  Every length and count is
  * checked against the bytes actually present before anything is allocated;
- * memory use is bounded by a small multiple of len.  Cycles (a container
- * holding itself through the memo) are refused.
+ * memory use is bounded by a small multiple of len.  Sharing and cycles
+ * are kept as the pickle makes them: an object the memo (or DUP) refers to
+ * again is one shared node (mpc_value_shared()), and a list or dict that
+ * reaches itself is a cycle in the tree, as pickle.loads() builds it.
  *
  * Statuses: MPC_VALUE for every malformed, refused or over-limit pickle,
  * with err->message naming the opcode, the global if any and the byte
