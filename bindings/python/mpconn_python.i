@@ -272,11 +272,13 @@ static PyObject *mpcpy_append(PyObject *result, PyObject *obj)
 %ignore mpc_recv_alloc_step;   /* plumbing: mpc_recv_with() applies the policy */
 %ignore mpc_recv_abandon;      /* plumbing: mpc_recv_with() abandons on failure */
 
-/* The value codec (section 4 of the header) is for C and Lua peers; Python
- * pickles with its own pickle module, as CPython does. */
+/* The value codec (section 4 of the header) is not wrapped: Python pickles
+ * with its own pickle module, as CPython does, and recv(restricted=True)
+ * calls mpc_value_decode() from hand-written C (mpcpy_values.c), which
+ * builds Python objects from the tree directly. */
 %rename("$ignore", regextarget=1) "^mpc_(value|vkind|py2str|decode|encode)";
 %ignore mpc_send_value;  /* value codec: Python sends pickles from its own pickle module */
-%ignore mpc_recv_value;  /* value codec: Python unpickles with its own pickle module */
+%ignore mpc_recv_value;  /* value codec: recv(restricted=True) is mpcpy_values.c on recv's message */
 %rename("$ignore", regextarget=1) "^MPC_(V_|VALUE_DEPTH|PY2)";
 
 %include "../mpconn.i"
@@ -302,6 +304,7 @@ listen = _core.listen
 connect = _core.connect
 pipe = _core.pipe
 _setup = _core._setup
+_restricted_loads = _core._restricted_loads
 _after_fork_child = _core._after_fork_child
 STATUS_NAMES = _core.STATUS_NAMES
 %}

@@ -1,6 +1,6 @@
 /*
  * mpcpy.h - private header of the Python extension's hand-written part
- * (mpcpy_module.c, mpcpy_conn.c, mpcpy_listener.c) and of the SWIG
+ * (mpcpy_module.c, mpcpy_conn.c, mpcpy_listener.c, mpcpy_values.c) and of the SWIG
  * interface that registers it (mpconn_python.i).
  *
  * State: the extension keeps no static globals.  What the module needs
@@ -32,6 +32,9 @@ typedef struct {
     PyObject *error_factory;
     PyObject *dumps;
     PyObject *loads;
+    /* mpconn.RestrictedPickleError (registered by _setup()): what a pickle
+     * the restricted decoder refuses raises. */
+    PyObject *restricted_error;
     /* Bumped in a child after fork() (_after_fork_child, registered by the
      * Python layer with os.register_at_fork): busy counts copied from the
      * parent belong to threads that do not exist in the child, so an object
@@ -48,6 +51,7 @@ typedef struct {
     unsigned long gen; /* st->fork_gen when busy was counted */
     char readable;     /* flags as last seen (kept after close) */
     char writable;
+    char restricted;   /* recv() decodes with the allow-list decoder (mpcpy_values.c) */
 } mpcpy_conn;
 
 typedef struct {
@@ -114,5 +118,17 @@ PyObject *mpcpy_listener_new_from(mpcpy_state *s, mpc_listener *l);
 
 /* The live handle of a ListenerHandle, else NULL with an exception. */
 mpc_listener *mpcpy_listener_arg(PyObject *o);
+
+/* ------------------------------------------------------------ mpcpy_values.c */
+
+/* Restricted unpickling: decodes the pickle data[0..len) with the core's
+ * allow-list decoder (mpc_value_decode) and builds the Python objects
+ * (builtin types only; sharing and cycles as pickle.loads makes them).  A
+ * refused or malformed pickle raises s->restricted_error naming the opcode,
+ * the global and the offset.  may_release_gil: data cannot change while the
+ * GIL is released (a bytes object), so a large message is decoded without
+ * it.  A new reference, or NULL with an exception set. */
+PyObject *mpcpy_restricted_loads(const mpcpy_state *s, const void *data, size_t len,
+                                 int may_release_gil);
 
 #endif

@@ -673,12 +673,27 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
     return r;
 }
 
-/* recv(): one message, unpickled. */
-static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *unused)
+/* recv(*, restricted=None): one message, unpickled: with pickle's loads,
+ * or, when restricted (the argument, else the connection's setting), with
+ * the allow-list decoder (mpcpy_values.c).  The message is received whole
+ * before it is decoded, so a refused one leaves the stream in step. */
+static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
 {
-    PyObject *data, *r;
+    static const char *const names[] = {"restricted"};
+    PyObject *data, *r, *a[1];
     mpc_conn *c;
-    (void)unused;
+    int restricted = self->restricted;
+    if (nargs) {
+        PyErr_Format(PyExc_TypeError, "recv() takes no positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (kwnames) {
+        if (mpcpy_args("recv", names, 1, 0, args, 0, kwnames, a) < 0)
+            return NULL;
+        if (a[0] && a[0] != Py_None && (restricted = PyObject_IsTrue(a[0])) < 0)
+            return NULL;
+    }
     if (!self->st->loads) {
         PyErr_SetString(PyExc_RuntimeError, "mpconn not set up");
         return NULL;
@@ -688,7 +703,11 @@ static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *unused)
     data = mpcpy_conn_drop(self, mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT));
     if (!data)
         return NULL;
-    r = PyObject_CallFunctionObjArgs(self->st->loads, data, NULL);
+    if (restricted)
+        r = mpcpy_restricted_loads(self->st, PyBytes_AS_STRING(data),
+                                   (size_t)PyBytes_GET_SIZE(data), 1);
+    else
+        r = PyObject_CallFunctionObjArgs(self->st->loads, data, NULL);
     Py_DECREF(data);
     return r;
 }
@@ -878,6 +897,26 @@ static PyObject *mpcpy_conn_flush(mpcpy_conn *self, PyObject *unused)
                                               : mpcpy_conn_fail(self, c, st));
 }
 
+static PyObject *mpcpy_conn_get_restricted(mpcpy_conn *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->restricted);
+}
+
+static int mpcpy_conn_set_restricted(mpcpy_conn *self, PyObject *value, void *closure)
+{
+    int flag;
+    (void)closure;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete restricted");
+        return -1;
+    }
+    if ((flag = PyObject_IsTrue(value)) < 0)
+        return -1;
+    self->restricted = (char)flag;
+    return 0;
+}
+
 static PyMethodDef mpcpy_conn_methods[] = {
     {"send_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_send_bytes,
      METH_FASTCALL | METH_KEYWORDS, "Send the bytes data from a bytes-like object."},
@@ -891,7 +930,10 @@ static PyMethodDef mpcpy_conn_methods[] = {
     {"poll", (PyCFunction)(void (*)(void))mpcpy_conn_poll, METH_FASTCALL | METH_KEYWORDS,
      "Whether there is any input available to be read"},
     {"send", (PyCFunction)mpcpy_conn_send, METH_O, "Send a (picklable) object"},
-    {"recv", (PyCFunction)mpcpy_conn_recv, METH_NOARGS, "Receive a (picklable) object"},
+    {"recv", (PyCFunction)(void (*)(void))mpcpy_conn_recv, METH_FASTCALL | METH_KEYWORDS,
+     "Receive a (picklable) object.  restricted=True (keyword-only; default: the\n"
+     "connection's restricted attribute) decodes it with the allow-list decoder:\n"
+     "builtin values only, anything else raises mpconn.RestrictedPickleError."},
     {"fileno", (PyCFunction)mpcpy_conn_fileno, METH_NOARGS, "File descriptor or handle of the connection"},
     {"close", (PyCFunction)mpcpy_conn_close, METH_NOARGS, "Close the connection"},
     {"_detach", (PyCFunction)mpcpy_conn_detach, METH_NOARGS, NULL},
@@ -909,6 +951,8 @@ static PyGetSetDef mpcpy_conn_getset[] = {
     {"writable", (getter)mpcpy_conn_get_writable_flag, NULL, "True if the connection is writable", NULL},
     {"read_ahead", (getter)mpcpy_conn_get_read_ahead, NULL,
      "True if the connection reads ahead (see mpconn.Pipe(read_ahead=))", NULL},
+    {"restricted", (getter)mpcpy_conn_get_restricted, (setter)mpcpy_conn_set_restricted,
+     "True if recv() decodes with the allow-list decoder (mpconn.Listener(restricted=))", NULL},
     {"_handle", (getter)mpcpy_conn_get_handle, (setter)mpcpy_conn_set_handle, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 

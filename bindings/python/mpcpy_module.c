@@ -46,6 +46,7 @@ static int mpcpy_state_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(s->error_factory);
     Py_VISIT(s->dumps);
     Py_VISIT(s->loads);
+    Py_VISIT(s->restricted_error);
     return 0;
 }
 
@@ -59,6 +60,7 @@ static int mpcpy_state_clear(PyObject *mod)
     Py_CLEAR(s->error_factory);
     Py_CLEAR(s->dumps);
     Py_CLEAR(s->loads);
+    Py_CLEAR(s->restricted_error);
     return 0;
 }
 
@@ -311,20 +313,36 @@ static PyObject *mpcpy_pipe(PyObject *mod, PyObject *args)
     return Py_BuildValue("(NN)", pa, pb);
 }
 
-/* _setup(error_factory, dumps, loads) */
+/* _setup(error_factory, dumps, loads[, restricted_error]) */
 static PyObject *mpcpy_setup(PyObject *mod, PyObject *args)
 {
     mpcpy_state *s = mpcpy_state_get(mod);
-    PyObject *f, *d, *l;
-    if (!PyArg_ParseTuple(args, "OOO:_setup", &f, &d, &l))
+    PyObject *f, *d, *l, *r = NULL;
+    if (!PyArg_ParseTuple(args, "OOO|O:_setup", &f, &d, &l, &r))
         return NULL;
     Py_INCREF(f);
     Py_INCREF(d);
     Py_INCREF(l);
+    Py_XINCREF(r);
     Py_XSETREF(s->error_factory, f);
     Py_XSETREF(s->dumps, d);
     Py_XSETREF(s->loads, l);
+    Py_XSETREF(s->restricted_error, r);
     Py_RETURN_NONE;
+}
+
+/* _restricted_loads(data): restricted unpickling of a bytes-like object
+ * (what recv(restricted=True) does with a message; mpcpy_values.c). */
+static PyObject *mpcpy_restricted_loads_fn(PyObject *mod, PyObject *arg)
+{
+    mpcpy_state *s = mpcpy_state_get(mod);
+    Py_buffer view;
+    PyObject *r;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    r = mpcpy_restricted_loads(s, view.buf, (size_t)view.len, PyBytes_CheckExact(arg));
+    PyBuffer_Release(&view);
+    return r;
 }
 
 /* _after_fork_child(): registered with os.register_at_fork by the Python
@@ -342,6 +360,7 @@ static PyMethodDef mpcpy_functions[] = {
     {"connect", mpcpy_connect, METH_VARARGS, NULL},
     {"pipe", mpcpy_pipe, METH_VARARGS, NULL},
     {"_setup", mpcpy_setup, METH_VARARGS, NULL},
+    {"_restricted_loads", mpcpy_restricted_loads_fn, METH_O, NULL},
     {NULL, NULL, 0, NULL}};
 
 /* ----------------------------------------------------------------- init */

@@ -5,7 +5,8 @@
 Same names, signatures, behaviours and exceptions as CPython's
 multiprocessing.connection, byte-compatible on the wire with every CPython
 version (both handshake dialects), plus keyword-only extras (timeouts, a
-dialect/digest choice, a batched send).
+dialect/digest choice, a batched send, a restricted recv() that decodes
+plain values only and runs nothing).
 """
 
 from .core import mpc_version as _mpc_version
@@ -18,6 +19,7 @@ from .connection import (
     Connection,
     Listener,
     Pipe,
+    RestrictedPickleError,
     address_type,
     answer_challenge,
     arbitrary_address,
@@ -37,6 +39,7 @@ __all__ = [
     "Connection",
     "AuthenticationError",
     "BufferTooShort",
+    "RestrictedPickleError",
     "deliver_challenge",
     "answer_challenge",
     "address_type",

@@ -6,6 +6,7 @@ from .connection import Client as Client
 from .connection import Connection as Connection
 from .connection import Listener as Listener
 from .connection import Pipe as Pipe
+from .connection import RestrictedPickleError as RestrictedPickleError
 from .connection import address_type as address_type
 from .connection import answer_challenge as answer_challenge
 from .connection import arbitrary_address as arbitrary_address

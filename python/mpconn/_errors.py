@@ -15,11 +15,20 @@ added to the core without an entry here makes ``import mpconn`` fail.
 
 import errno as _errno
 import os
+import pickle
 import socket
 
 from multiprocessing import AuthenticationError, BufferTooShort
 
-__all__ = ["make_error", "STATUS_EXCEPTIONS"]
+__all__ = ["make_error", "STATUS_EXCEPTIONS", "RestrictedPickleError"]
+
+
+class RestrictedPickleError(pickle.UnpicklingError):
+    """A message recv(restricted=True) refused: an opcode, a global or a
+    shape outside the allow-list (None, bool, int, float, str, bytes,
+    bytearray, list, tuple, dict, set, frozenset), or a malformed pickle.
+    The message names the opcode, the global if any and the byte offset;
+    nothing of the pickle ran, and the connection is still in step."""
 
 
 def _os_error(message, err, payload):

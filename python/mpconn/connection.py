@@ -6,9 +6,16 @@ only changes its import.  Extras are keyword-only and change nothing for
 existing code:
 
 * ``Listener(..., *, dialect='modern', digest='sha256', handshake_timeout=None,
-  read_ahead=False)``
+  read_ahead=False, restricted=False)``
 * ``Listener.accept(*, timeout=None)``
-* ``Client(..., *, timeout=None, dialect='modern', digest='sha256', read_ahead=False)``
+* ``Client(..., *, timeout=None, dialect='modern', digest='sha256', read_ahead=False,
+  restricted=False)``
+* ``Connection.recv(*, restricted=None)`` and ``Connection.restricted``: a
+  restricted recv() decodes with the C allow-list decoder, which builds only
+  None, bool, int, float, str, bytes, bytearray, list, tuple, dict, set and
+  frozenset (shared and cyclic references as pickle makes them) and runs
+  nothing; anything else raises RestrictedPickleError, a
+  pickle.UnpicklingError, and the connection stays in step.
 * ``Pipe(duplex=True, *, read_ahead=False)``
 * ``Connection.send_bytes_many(buffers)``: many messages in one system call.
 
@@ -43,9 +50,9 @@ import multiprocessing.connection as _stock
 from multiprocessing import AuthenticationError, BufferTooShort, reduction, util
 
 from . import core as _core
-from ._errors import make_error
+from ._errors import RestrictedPickleError, make_error
 
-__all__ = ["Client", "Listener", "Pipe", "wait"]
+__all__ = ["Client", "Listener", "Pipe", "wait", "RestrictedPickleError"]
 
 # Module-level names that are CPython's own (identical behaviour by
 # construction, including the version-dependent temporary socket names).
@@ -64,7 +71,8 @@ _DIALECTS = {
     "strict": _core.MPC_DIALECT_STRICT,
 }
 
-_core._setup(make_error, reduction.ForkingPickler.dumps, reduction.ForkingPickler.loads)
+_core._setup(make_error, reduction.ForkingPickler.dumps, reduction.ForkingPickler.loads,
+             RestrictedPickleError)
 # In a forked child, calls that were in progress in the parent's other
 # threads are not in progress here: closing a copied connection then closes it.
 if hasattr(os, "register_at_fork"):
@@ -327,11 +335,13 @@ class Listener(object):
 
     Returns a listener object with accept() and close() methods.  Extras
     (keyword-only): dialect, digest, handshake_timeout (seconds; None = no
-    deadline, as CPython).
+    deadline, as CPython), read_ahead, restricted (accepted connections
+    recv() with the allow-list decoder; see the module docstring).
     """
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
-                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False):
+                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False,
+                 restricted=False):
         family = family or (address and address_type(address)) or default_family
         address = address or arbitrary_address(family)
         _validate_family(family)
@@ -364,6 +374,7 @@ class Listener(object):
         self._last_accepted = None
         self._authkey = authkey
         self._read_ahead = bool(read_ahead)
+        self._restricted = bool(restricted)
         if bad_key:
             # CPython binds first and then refuses the key.
             self.close()
@@ -391,6 +402,7 @@ class Listener(object):
             raise
         if self._read_ahead:
             _set_read_ahead(conn)
+        conn.restricted = self._restricted
         peer = _core.mpc_conn_peer(conn)
         if peer:
             self._last_accepted = _inet_from_c(peer, self._family)
@@ -449,11 +461,12 @@ class Listener(object):
 
 
 def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern",
-           digest="sha256", read_ahead=False, _nonblocking=False):
+           digest="sha256", read_ahead=False, restricted=False, _nonblocking=False):
     """Returns a connection to the address of a `Listener`.
 
     Extras (keyword-only): timeout (seconds, covers connect and handshake;
-    TimeoutError), dialect, digest, read_ahead (see the module docstring).
+    TimeoutError), dialect, digest, read_ahead, restricted (see the module
+    docstring).
     """
     family = family or address_type(address)
     _validate_family(family)
@@ -479,6 +492,7 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
         raise TypeError("authkey should be a byte string")
     if read_ahead:
         _set_read_ahead(conn)
+    conn.restricted = bool(restricted)
     return conn
 
 
@@ -550,11 +564,13 @@ def _reduce_connection(conn):
     if conn._buffered():
         raise ValueError("cannot pickle a Connection with unread buffered data")
     dup = reduction.DupFd(conn.fileno())
-    return _rebuild_connection, (dup, conn.readable, conn.writable)
+    return _rebuild_connection, (dup, conn.readable, conn.writable, conn.restricted)
 
 
-def _rebuild_connection(dup, readable, writable):
-    return Connection(dup.detach(), readable, writable)
+def _rebuild_connection(dup, readable, writable, restricted=False):
+    conn = Connection(dup.detach(), readable, writable)
+    conn.restricted = restricted  # a restricted connection stays so in the child
+    return conn
 
 
 reduction.register(Connection, _reduce_connection)
