@@ -834,16 +834,6 @@ MPC_API void mpc_value_free(mpc_value *v);
  * container.  v may be a borrowed pointer (an item of a container). */
 MPC_API mpc_value *mpc_value_share(mpc_value *v);
 
-/* 1 if v may be reached through more than one reference: it has more than
- * one owner (the tree shares it, as a decoded pickle's memo or DUP shares
- * one object between several places) or it lies in a group of containers
- * that reach one another (a cycle).  0 means v has one owner and is on no
- * cycle, so a walk from the root that does not descend twice into a node
- * this call answers 1 for meets v exactly once.  A binding that builds one
- * object per node (as pickle.loads does) needs a memo only for these
- * nodes; v borrowed, 0 for NULL. */
-MPC_API int mpc_value_shared(const mpc_value *v);
-
 /* --- Accessors.  v is borrowed; NULL v gives the zero answer. --- */
 MPC_API mpc_vkind mpc_value_kind(const mpc_value *v);   /* MPC_V_NONE for NULL */
 /* The Python type name of a kind ("NoneType", "bool", "int", "float",
@@ -918,8 +908,8 @@ typedef struct mpc_decode_options {
  * checked against the bytes actually present before anything is allocated;
  * memory use is bounded by a small multiple of len.  Sharing and cycles
  * are kept as the pickle makes them: an object the memo (or DUP) refers to
- * again is one shared node (mpc_value_shared()), and a list or dict that
- * reaches itself is a cycle in the tree, as pickle.loads() builds it.
+ * again is one shared node, and a list or dict that reaches itself is a
+ * cycle in the tree, as pickle.loads() builds it.
  *
  * Statuses: MPC_VALUE for every malformed, refused or over-limit pickle,
  * with err->message naming the opcode, the global if any and the byte
@@ -1024,6 +1014,88 @@ MPC_API mpc_status mpc_send_value(mpc_conn *c, const mpc_value *v, int protocol)
  * Blocks (io_timeout). */
 MPC_API mpc_status mpc_recv_value(mpc_conn *c, const mpc_decode_options *opts,
                                   mpc_value **out);
+
+/* ========================================================================
+ * 4a. Values binding plumbing (PROVISIONAL: may change or leave the public
+ *     header before 1.0).
+ *
+ * The pickle decoder driving a builder of the caller's: mpc_value_decode()
+ * is this decoder with the builder of mpc_value trees, and a language
+ * binding passes its own to build its values directly (the Python
+ * extension builds Python objects for recv(restricted=True)).  Everything
+ * the decoder decides stays in the decoder: the opcode machine, the
+ * allow-list of globals and REDUCE shapes, every length and count check,
+ * the memo and the nesting limit (unless the builder bounds it itself), and
+ * the error messages with opcode and offset.  The builder only makes and
+ * fills values, on the decoder's orders, and answers a few questions about
+ * the values it made.
+ * ======================================================================== */
+
+/* A builder's value is an opaque non-NULL pointer (a handle).  The decoder
+ * holds references to handles on its stack and in its memo: ref() adds
+ * one, release() drops one; every call below that returns a handle gives
+ * the decoder one reference, and make()/add() take over (consume) the
+ * references of all the items passed, whether they succeed or not.
+ *
+ * A call that fails returns NULL (or a status) after filling err: status
+ * MPC_NOMEM, or MPC_VALUE with a message (e.g. "unhashable type: 'list'"),
+ * which the decoder prefixes with the opcode and suffixes with the offset.
+ * ctx is the caller's, passed back unchanged. */
+typedef struct mpc_value_builder {
+    /* NONE, BOOL (i = 0 or 1), INT (i), FLOAT (f). */
+    void *(*scalar)(void *ctx, mpc_vkind kind, int64_t i, double f, mpc_error *err);
+    /* An int of any size: text 0: data is the payload of LONG1/LONG4
+     * (little-endian two's complement, len bytes, len may be 0); text 1:
+     * data is "[-]digits" (validated, no leading '+', not NUL-terminated)
+     * of INT/LONG beyond int64.  Over the builder's limit: MPC_VALUE with
+     * a message such as "exceeds the limit of 4300 digits". */
+    void *(*bigint)(void *ctx, const unsigned char *data, size_t len, int text,
+                    mpc_error *err);
+    /* STR (data UTF-8, not validated: encoded surrogates are allowed, as in
+     * CPython's 'surrogatepass'; invalid UTF-8 is MPC_VALUE), BYTES,
+     * BYTEARRAY.  data is borrowed (copy it). */
+    void *(*buffer)(void *ctx, mpc_vkind kind, const void *data, size_t len, mpc_error *err);
+    /* A new LIST, TUPLE, DICT, SET or FROZENSET holding items[0..n) (for a
+     * DICT n is even: key, value, key, value ...).  An equal dict key
+     * replaces the value and keeps the first key; an equal set element is
+     * dropped (Python's rules). */
+    void *(*make)(void *ctx, mpc_vkind kind, void **items, size_t n, mpc_error *err);
+    /* Adds items[0..n) to c, a handle of kind LIST (append), DICT (pairs)
+     * or SET (add).  MPC_OK or the status of err. */
+    mpc_status (*add)(void *ctx, void *c, mpc_vkind kind, void **items, size_t n,
+                      mpc_error *err);
+    /* Whether the SET c may still be added to (ADDITEMS).  NULL: always. */
+    int (*can_add)(void *ctx, void *c);
+    void (*ref)(void *ctx, void *h);
+    void (*release)(void *ctx, void *h);
+    /* Questions, asked only by STACK_GLOBAL and REDUCE: the kind of h;
+     * the UTF-8 of a STR or the bytes of a BYTES or BYTEARRAY (*len set;
+     * NULL if the builder cannot give it, e.g. a str with lone
+     * surrogates, which then matches nothing); the length of a LIST or
+     * TUPLE and its item i (borrowed). */
+    mpc_vkind (*kind)(void *ctx, void *h);
+    const char *(*data)(void *ctx, void *h, size_t *len);
+    size_t (*len)(void *ctx, void *h);
+    void *(*item)(void *ctx, void *h, size_t i);
+    /* MPC_BUILDER_BOUNDS_DEPTH: the builder enforces opts->max_depth itself
+     * (its make()/add() fail with "nesting deeper than N"); else the
+     * decoder does, from the heights of what it built. */
+    unsigned flags;
+} mpc_value_builder;
+
+#define MPC_BUILDER_BOUNDS_DEPTH 0x1u
+
+/* Decodes one pickle as mpc_value_decode() does, building with b (ctx is
+ * passed to every call).  On MPC_OK *out is the builder's handle of the
+ * value (one reference, the caller's); on failure *out is NULL and every
+ * reference the decoder held was released.  opts as mpc_value_decode()
+ * (py2_str and max_depth are the decoder's; max_int_digits is for the
+ * builder to apply, and the tree builder does).  Statuses and messages as
+ * mpc_value_decode(); MPC_INVAL also for a NULL b. */
+MPC_API mpc_status mpc_value_decode_with(const void *pickle, size_t len,
+                                         const mpc_decode_options *opts,
+                                         const mpc_value_builder *b, void *ctx, void **out,
+                                         mpc_error *err);
 
 #ifdef __cplusplus
 }

@@ -440,47 +440,6 @@ static void cycles_decode_and_print_as_python(void **state)
     REFUSED("\x80\x04]\x94h\x00" "a}]Ns.", "unhashable type: 'list'", NULL);
 }
 
-/* mpc_value_shared(): exactly the nodes the pickle refers to more than
- * once (memo GET, DUP) or that lie on a cycle; a memo entry never read
- * again shares nothing once the decoder's memo is gone. */
-static void shared_nodes_are_reported_as_the_pickle_shares_them(void **state)
-{
-    (void)state;
-    assert_int_equal(mpc_value_shared(NULL), 0);
-    /* ['abc', 'abc'], the str memoized once and read back */
-    mpc_value *v = DECODE("\x80\x04]\x94(\x8c\x03" "abc\x94h\x01" "e.");
-    assert_repr(v, "['abc', 'abc']");
-    assert_ptr_equal(mpc_value_item(v, 0), mpc_value_item(v, 1));
-    assert_int_equal(mpc_value_shared(v), 0);
-    assert_int_equal(mpc_value_shared(mpc_value_item(v, 0)), 1);
-    mpc_value_free(v);
-    /* [[1], 'abc']: memoized, never read back: nothing shared */
-    v = DECODE("\x80\x04]\x94(]\x94K\x01" "a\x8c\x03" "abc\x94" "e.");
-    assert_repr(v, "[[1], 'abc']");
-    assert_int_equal(mpc_value_shared(v), 0);
-    assert_int_equal(mpc_value_shared(mpc_value_item(v, 0)), 0);
-    assert_int_equal(mpc_value_shared(mpc_value_item(mpc_value_item(v, 0), 0)), 0);
-    assert_int_equal(mpc_value_shared(mpc_value_item(v, 1)), 0);
-    mpc_value_free(v);
-    /* (x, x) through DUP */
-    v = DECODE("\x80\x04]2\x86.");
-    assert_repr(v, "([], [])");
-    assert_int_equal(mpc_value_shared(v), 0);
-    assert_int_equal(mpc_value_shared(mpc_value_item(v, 0)), 1);
-    mpc_value_free(v);
-    /* l = [l]: the root is on a cycle */
-    v = DECODE("\x80\x04]\x94h\x00" "a.");
-    assert_int_equal(mpc_value_shared(v), 1);
-    mpc_value_free(v);
-    /* l = []; t = (l,); l.append(t): both on the cycle; the int is not */
-    v = DECODE("\x80\x04]\x94(h\x00K\x07t\x94h\x00h\x01" "a.");
-    assert_repr(v, "[([...], 7)]");
-    assert_int_equal(mpc_value_shared(v), 1);
-    assert_int_equal(mpc_value_shared(mpc_value_item(v, 0)), 1);
-    assert_int_equal(mpc_value_shared(mpc_value_item(mpc_value_item(v, 0), 1)), 0);
-    mpc_value_free(v);
-}
-
 /* A dict given itself as a value under a tuple key (d[()] = d): the dict
  * forms its group while the key is being added, so the key, a container,
  * must join it too.  Left outside, a later join of that tuple (as a new
@@ -1041,7 +1000,6 @@ int main(void)
         cmocka_unit_test(stack_underflow_and_mark_mismatch_are_errors),
         cmocka_unit_test(unhashable_keys_are_refused),
         cmocka_unit_test(cycles_decode_and_print_as_python),
-        cmocka_unit_test(shared_nodes_are_reported_as_the_pickle_shares_them),
         cmocka_unit_test(a_dict_that_is_its_own_value_under_a_tuple_key_is_freed),
         cmocka_unit_test(recursive_tuples_encode_as_cpython),
         cmocka_unit_test(a_small_hostile_cyclic_pickle_costs_what_it_holds),

@@ -1,20 +1,29 @@
 /*
- * pickle_decode.c - decodes the safe subset of pickle (protocols 0-5) into
- * an mpc_value tree.  Pure: input is one complete message in memory; no
- * I/O, no global state, nothing is imported or called.
+ * pickle_decode.c - decodes the safe subset of pickle (protocols 0-5).
+ * Pure: input is one complete message in memory; no I/O, no global state,
+ * nothing is imported or called.
  *
  * The machine mirrors CPython's unpickler: an object stack, a separate mark
  * stack (a pop never goes below the latest mark), and a memo keyed by
  * integers.  It is a loop over opcodes, never a recursion, so a hostile
- * pickle cannot exhaust the C stack; tree depth is bounded at insertion.
- * Every length an opcode claims is compared with the bytes actually left
- * before anything is allocated, and every object on the stack or in the
- * memo was produced by at least one input byte, so memory is bounded by the
- * message.  A list or dict may be filled after it went inside another
- * container, which is how a pickle writes a cycle (value.c keeps cycles in
- * groups that are freed as a whole).  Globals are accepted only from a fixed allow-list (the
- * constructors CPython itself writes for sets, frozensets, bytes and
- * bytearrays), and REDUCE only on those, with CPython's argument shapes.
+ * pickle cannot exhaust the C stack.  Every length an opcode claims is
+ * compared with the bytes actually left before anything is allocated, and
+ * every object on the stack or in the memo was produced by at least one
+ * input byte, so memory is bounded by the message.  Globals are accepted
+ * only from a fixed allow-list (the constructors CPython itself writes for
+ * sets, frozensets, bytes and bytearrays), and REDUCE only on those, with
+ * CPython's argument shapes.
+ *
+ * The values are made by a builder (mpc_value_builder, mpconn.h section
+ * 4a): the decoder holds the builder's handles, with the kind and nesting
+ * height of each, on its stack and in its memo, and tells the builder what
+ * to make and fill; everything it decides (opcodes, the allow-list, the
+ * shapes, lengths, the memo, errors with opcode and offset) stays here.
+ * mpc_value_decode() is the decoder with the builder of mpc_value trees
+ * (at the end of this file), which keeps its own nesting bound and groups
+ * the containers of a cycle (value.c); a binding passes a builder of its
+ * own (the Python extension builds Python objects).  An allowed global
+ * lives only on the decoder's stack and memo, never in a builder's value.
  */
 #include "value_internal.h"
 
@@ -36,22 +45,42 @@ static const char *const global_names[] = {
     "_codecs.encode",
 };
 
+/* A memo entry: a handle (for MPC__V_GLOBAL, the global's id), its kind and
+ * the height it had when stored. */
+typedef struct ment {
+    void *h;
+    uint32_t height;
+    unsigned char kind;
+    unsigned char used;
+} ment;
+
 typedef struct dec {
     const unsigned char *p;
     size_t len, pos;
     size_t op_at; /* offset of the opcode being executed */
-    mpc_value **stack;
+    const mpc_value_builder *b;
+    void *ctx;
+    /* the stack, as three parallel arrays (handles are contiguous, so the
+     * items of a container go to the builder in one call) */
+    void **sh;
+    unsigned char *sk;
+    uint32_t *sht;
     size_t sn, scap;
     size_t *marks;
     size_t mn, mcap;
-    /* memo: open addressing, int64 keys */
+    /* memo: a direct array for the dense small keys CPython writes (0, 1,
+     * 2 ...), open addressing for any other int64 key */
+    ment *md;
+    size_t mdcap;
     int64_t *mkeys;
-    mpc_value **mvals;
-    size_t mcount, mslots;
+    ment *mv;
+    size_t mslots, mhn;
+    size_t mcount; /* distinct keys (MEMOIZE's next key) */
     uint32_t max_depth;
+    int check_depth; /* the builder does not bound nesting: the decoder does */
     mpc_py2str py2_str;
-    size_t max_digits;
     mpc_error *err;
+    mpc_error berr; /* a builder call's failure */
 } dec;
 
 static const char *op_name(unsigned char op)
@@ -152,6 +181,16 @@ static mpc_status truncated(dec *d)
     return MPC_VALUE;
 }
 
+/* A builder call failed (d->berr): out of memory, or its message after the
+ * opcode ("SETITEMS: unhashable type: 'list' at offset 9"). */
+static mpc_status builder_failed(dec *d)
+{
+    if (d->berr.status == MPC_NOMEM)
+        return nomem(d);
+    fail(d, "%s: %s", op_name(d->p[d->op_at]), d->berr.message[0] ? d->berr.message : "failed");
+    return MPC_VALUE;
+}
+
 /* Reads n raw bytes. */
 static mpc_status take(dec *d, size_t n, const unsigned char **out)
 {
@@ -183,27 +222,57 @@ static uint64_t le(const unsigned char *b, int n)
     return v;
 }
 
+/* --- handles --- */
+
+static void h_ref(dec *d, void *h, int kind)
+{
+    if (kind != MPC__V_GLOBAL)
+        d->b->ref(d->ctx, h);
+}
+
+static void h_release(dec *d, void *h, int kind)
+{
+    if (kind != MPC__V_GLOBAL)
+        d->b->release(d->ctx, h);
+}
+
 /* --- stack --- */
 
 static size_t fence(const dec *d) { return d->mn ? d->marks[d->mn - 1] : 0; }
 
-/* Pushes v, taking its reference (released on failure). */
-static mpc_status push(dec *d, mpc_value *v)
+/* Pushes h (a reference the stack takes; released on failure).  A NULL h
+ * is a builder call that failed. */
+static mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
 {
-    if (!v)
-        return nomem(d);
+    if (!h)
+        return builder_failed(d);
     if (d->sn == d->scap) {
         size_t ncap = d->scap ? d->scap * 2 : 64;
-        mpc_value **s = realloc(d->stack, ncap * sizeof *s);
-        if (!s) {
-            mpc_value_free(v);
+        void **sh = realloc(d->sh, ncap * sizeof *sh);
+        if (sh)
+            d->sh = sh;
+        unsigned char *sk = sh ? realloc(d->sk, ncap * sizeof *sk) : NULL;
+        if (sk)
+            d->sk = sk;
+        uint32_t *sht = sk ? realloc(d->sht, ncap * sizeof *sht) : NULL;
+        if (!sht) {
+            h_release(d, h, kind);
             return nomem(d);
         }
-        d->stack = s;
+        d->sht = sht;
         d->scap = ncap;
     }
-    d->stack[d->sn++] = v;
+    d->sh[d->sn] = h;
+    d->sk[d->sn] = (unsigned char)kind;
+    d->sht[d->sn] = height;
+    d->sn++;
     return MPC_OK;
+}
+
+/* A new scalar of the builder. */
+static mpc_status push_scalar(dec *d, mpc_vkind kind, int64_t i, double f)
+{
+    return push_h(d, d->b->scalar(d->ctx, kind, i, f, &d->berr), kind, 1);
 }
 
 static mpc_status underflow(dec *d) { return fail(d, "unpickling stack underflow"); }
@@ -226,26 +295,26 @@ static mpc_status pop_mark(dec *d, size_t *start)
 
 static void drop_to(dec *d, size_t n)
 {
-    while (d->sn > n)
-        mpc_value_free(d->stack[--d->sn]);
+    while (d->sn > n) {
+        d->sn--;
+        h_release(d, d->sh[d->sn], d->sk[d->sn]);
+    }
 }
 
-static void global_text(const mpc_value *g, char *buf, size_t cap)
+static const char *global_text(const void *h) { return global_names[(uintptr_t)h]; }
+
+/* The kind name of a stack entry for messages. */
+static const char *kind_text(int kind)
 {
-    snprintf(buf, cap, "%s", global_names[g->u.i]);
+    return kind == MPC__V_GLOBAL ? "global" : mpc_vkind_name((mpc_vkind)kind);
 }
 
 /* Refuses an allowed global used as a plain value (it would be a class or a
- * function object in Python, which mpc_value cannot represent). */
-static mpc_status must_be_value(dec *d, const mpc_value *v)
+ * function object in Python, which a value cannot be). */
+static mpc_status global_as_value(dec *d, const void *h)
 {
-    if (v->kind == MPC__V_GLOBAL) {
-        char g[64];
-        global_text(v, g, sizeof g);
-        return fail(d, "refused global '%s' used as a value, not called, by %s", g,
-                    op_name(d->p[d->op_at]));
-    }
-    return MPC_OK;
+    return fail(d, "refused global '%s' used as a value, not called, by %s", global_text(h),
+                op_name(d->p[d->op_at]));
 }
 
 /* --- memo --- */
@@ -256,17 +325,72 @@ static uint64_t key_hash(int64_t k)
     return x ^ (x >> 29);
 }
 
-static long memo_find(const dec *d, int64_t key)
+static ment *memo_find(const dec *d, int64_t key)
 {
+    if (key >= 0 && (uint64_t)key < d->mdcap && d->md[key].used)
+        return &d->md[key];
     if (!d->mslots)
-        return -1;
+        return NULL;
     size_t mask = d->mslots - 1;
     for (size_t s = key_hash(key) & mask;; s = (s + 1) & mask) {
-        if (!d->mvals[s])
-            return -1;
+        if (!d->mv[s].used)
+            return NULL;
         if (d->mkeys[s] == key)
-            return (long)s;
+            return &d->mv[s];
     }
+}
+
+/* A free entry for a key not in the memo, or NULL (out of memory).  Dense
+ * keys go to the direct array, which grows to at most about twice the
+ * number of keys stored (so a hostile key costs no memory). */
+static ment *memo_new(dec *d, int64_t key)
+{
+    if (key >= 0 && (uint64_t)key >= d->mdcap) {
+        size_t nc = d->mdcap ? d->mdcap : 64;
+        while (nc <= (uint64_t)key && nc <= 2 * d->mcount + 64)
+            nc *= 2;
+        if (nc > (uint64_t)key && nc <= 2 * d->mcount + 128) {
+            ment *md = realloc(d->md, nc * sizeof *md);
+            if (!md)
+                return NULL;
+            memset(md + d->mdcap, 0, (nc - d->mdcap) * sizeof *md);
+            d->md = md;
+            d->mdcap = nc;
+        }
+    }
+    if (key >= 0 && (uint64_t)key < d->mdcap)
+        return &d->md[key];
+    if ((d->mhn + 1) * 2 > d->mslots) {
+        size_t ncap = d->mslots ? d->mslots * 2 : 64;
+        int64_t *nk = calloc(ncap, sizeof *nk);
+        ment *nv = calloc(ncap, sizeof *nv);
+        if (!nk || !nv) {
+            free(nk);
+            free(nv);
+            return NULL;
+        }
+        for (size_t i = 0; i < d->mslots; i++) {
+            if (!d->mv[i].used)
+                continue;
+            size_t s = key_hash(d->mkeys[i]) & (ncap - 1);
+            while (nv[s].used)
+                s = (s + 1) & (ncap - 1);
+            nk[s] = d->mkeys[i];
+            nv[s] = d->mv[i];
+        }
+        free(d->mkeys);
+        free(d->mv);
+        d->mkeys = nk;
+        d->mv = nv;
+        d->mslots = ncap;
+    }
+    size_t mask = d->mslots - 1;
+    size_t s = key_hash(key) & mask;
+    while (d->mv[s].used)
+        s = (s + 1) & mask;
+    d->mkeys[s] = key;
+    d->mhn++;
+    return &d->mv[s];
 }
 
 static mpc_status memo_put(dec *d, int64_t key)
@@ -274,53 +398,43 @@ static mpc_status memo_put(dec *d, int64_t key)
     mpc_status st = need(d, 1);
     if (st)
         return st;
-    mpc_value *v = d->stack[d->sn - 1];
-    long at = memo_find(d, key);
-    if (at >= 0) {
-        mpc_value_free(d->mvals[at]);
-        d->mvals[at] = mpc__value_ref(v);
-        return MPC_OK;
-    }
-    if ((d->mcount + 1) * 2 > d->mslots) {
-        size_t ncap = d->mslots ? d->mslots * 2 : 64;
-        int64_t *nk = calloc(ncap, sizeof *nk);
-        mpc_value **nv = calloc(ncap, sizeof *nv);
-        if (!nk || !nv) {
-            free(nk);
-            free(nv);
+    size_t top = d->sn - 1;
+    ment *m = memo_find(d, key);
+    if (m) {
+        h_release(d, m->h, m->kind);
+    } else {
+        if (!(m = memo_new(d, key)))
             return nomem(d);
-        }
-        for (size_t i = 0; i < d->mslots; i++) {
-            if (!d->mvals[i])
-                continue;
-            size_t s = key_hash(d->mkeys[i]) & (ncap - 1);
-            while (nv[s])
-                s = (s + 1) & (ncap - 1);
-            nk[s] = d->mkeys[i];
-            nv[s] = d->mvals[i];
-        }
-        free(d->mkeys);
-        free(d->mvals);
-        d->mkeys = nk;
-        d->mvals = nv;
-        d->mslots = ncap;
+        d->mcount++;
     }
-    size_t mask = d->mslots - 1;
-    size_t s = key_hash(key) & mask;
-    while (d->mvals[s])
-        s = (s + 1) & mask;
-    d->mkeys[s] = key;
-    d->mvals[s] = mpc__value_ref(v);
-    d->mcount++;
+    m->h = d->sh[top];
+    m->kind = d->sk[top];
+    m->height = d->sht[top];
+    m->used = 1;
+    h_ref(d, m->h, m->kind);
     return MPC_OK;
 }
 
 static mpc_status memo_get(dec *d, int64_t key)
 {
-    long at = memo_find(d, key);
-    if (at < 0)
+    ment *m = memo_find(d, key);
+    if (!m)
         return fail(d, "memo key %lld not found", (long long)key);
-    return push(d, mpc__value_ref(d->mvals[at]));
+    h_ref(d, m->h, m->kind);
+    return push_h(d, m->h, m->kind, m->height);
+}
+
+static void memo_release(dec *d)
+{
+    for (size_t i = 0; i < d->mdcap; i++)
+        if (d->md[i].used)
+            h_release(d, d->md[i].h, d->md[i].kind);
+    for (size_t i = 0; i < d->mslots; i++)
+        if (d->mv[i].used)
+            h_release(d, d->mv[i].h, d->mv[i].kind);
+    free(d->md);
+    free(d->mkeys);
+    free(d->mv);
 }
 
 /* Decimal int64 argument of PUT/GET. */
@@ -352,6 +466,17 @@ invalid:
 
 /* --- scalar builders --- */
 
+/* An int beyond int64 from the builder (text: "[-]digits"). */
+static mpc_status push_bigint(dec *d, const unsigned char *s, size_t n, int text)
+{
+    void *h = d->b->bigint(d->ctx, s, n, text, &d->berr);
+    if (!h && d->berr.status != MPC_NOMEM)
+        return fail(d, "integer%s in %s %s", text ? " literal" : "", op_name(d->p[d->op_at]),
+                    d->berr.message);
+    return push_h(d, h, MPC_V_INT, 1);
+}
+
+/* Decimal text of INT and LONG: [-+]digits. */
 static mpc_status push_int_text(dec *d, const char *s, size_t n)
 {
     int neg = 0;
@@ -360,47 +485,38 @@ static mpc_status push_int_text(dec *d, const char *s, size_t n)
         neg = s[i++] == '-';
     if (i == n)
         return fail(d, "invalid literal for int() in %s", op_name(d->p[d->op_at]));
-    for (size_t k = i; k < n; k++)
+    uint64_t v = 0;
+    int big = 0;
+    for (size_t k = i; k < n; k++) {
         if (s[k] < '0' || s[k] > '9')
             return fail(d, "invalid literal for int() in %s", op_name(d->p[d->op_at]));
-    int64_t small;
-    char *text;
-    size_t tlen;
-    int r = mpc__bigint_parse(s + i, n - i, neg, 10, d->max_digits, &small, &text, &tlen);
-    if (r < 0)
-        return fail(d, "integer literal in %s exceeds the limit of %zu digits",
-                    op_name(d->p[d->op_at]), d->max_digits);
-    if (r == 0)
-        return push(d, mpc_value_new_int(small));
-    mpc_value *v = mpc__value_alloc(MPC_V_BIGINT);
-    if (!v) {
-        free(text);
-        return nomem(d);
+        unsigned dg = (unsigned)(s[k] - '0');
+        if (v > (UINT64_MAX - dg) / 10)
+            big = 1;
+        else
+            v = v * 10 + dg;
     }
-    v->u.s.data = text;
-    v->u.s.len = tlen;
-    return push(d, v);
+    if (!big && v <= (uint64_t)INT64_MAX + (uint64_t)neg)
+        return push_scalar(d, MPC_V_INT, neg ? (int64_t)(0 - v) : (int64_t)v, 0);
+    /* "[-]digits" for the builder: the sign byte right before the digits
+     * is the text's own '-', or there is none. */
+    if (neg && s[i - 1] == '-')
+        return push_bigint(d, (const unsigned char *)s + i - 1, n - i + 1, 1);
+    return push_bigint(d, (const unsigned char *)s + i, n - i, 1);
 }
 
+/* LONG1/LONG4 payload: little-endian two's complement. */
 static mpc_status push_long_bytes(dec *d, const unsigned char *b, size_t n)
 {
-    int64_t small;
-    char *text;
-    size_t tlen;
-    int r = mpc__bigint_from_le(b, n, d->max_digits, &small, &text, &tlen);
-    if (r < 0)
-        return fail(d, "integer in %s exceeds the limit of %zu digits", op_name(d->p[d->op_at]),
-                    d->max_digits);
-    if (r == 0)
-        return push(d, mpc_value_new_int(small));
-    mpc_value *v = mpc__value_alloc(MPC_V_BIGINT);
-    if (!v) {
-        free(text);
-        return nomem(d);
+    if (n <= 8) {
+        uint64_t v = 0;
+        for (size_t i = n; i-- > 0;)
+            v = (v << 8) | b[i];
+        if (n && n < 8 && (b[n - 1] & 0x80))
+            v |= ~(uint64_t)0 << (8 * n); /* sign extension */
+        return push_scalar(d, MPC_V_INT, (int64_t)v, 0);
     }
-    v->u.s.data = text;
-    v->u.s.len = tlen;
-    return push(d, v);
+    return push_bigint(d, b, n, 0);
 }
 
 static mpc_status push_float_text(dec *d, const char *s, size_t n)
@@ -420,44 +536,48 @@ static mpc_status push_float_text(dec *d, const char *s, size_t n)
     double f = strtod(buf, &end);
     if (end != buf + n)
         return fail(d, "could not convert string to float in FLOAT");
-    return push(d, mpc_value_new_float(f));
+    return push_scalar(d, MPC_V_FLOAT, 0, f);
 }
 
-static mpc_status push_str(dec *d, const unsigned char *s, size_t n)
+/* A str, bytes or bytearray of the builder. */
+static mpc_status push_buffer(dec *d, int kind, const void *s, size_t n)
 {
-    if (!mpc__utf8_valid(s, n))
+    void *h = d->b->buffer(d->ctx, (mpc_vkind)kind, s ? s : "", n, &d->berr);
+    if (!h && kind == MPC_V_STR && d->berr.status != MPC_NOMEM)
         return fail(d, "invalid UTF-8 in %s", op_name(d->p[d->op_at]));
-    return push(d, mpc__value_new_buf(MPC_V_STR, s, n));
+    return push_h(d, h, kind, 1);
 }
 
 /* Latin-1 bytes as a str. */
-static mpc_value *latin1_str(const unsigned char *s, size_t n)
+static mpc_status push_latin1_str(dec *d, const unsigned char *s, size_t n)
 {
     mpc__buf b = {0};
     for (size_t i = 0; i < n; i++) {
         unsigned char u[4];
         mpc__buf_put(&b, u, mpc__utf8_put(s[i], u));
     }
-    if (b.failed)
-        return NULL;
-    mpc_value *v = mpc__value_new_buf(MPC_V_STR, b.data ? (const char *)b.data : "", b.len);
+    if (b.failed) {
+        mpc__buf_release(&b);
+        return nomem(d);
+    }
+    mpc_status st = push_buffer(d, MPC_V_STR, b.data, b.len);
     mpc__buf_release(&b);
-    return v;
+    return st;
 }
 
 /* A Python 2 str, per the py2_str option. */
 static mpc_status push_py2str(dec *d, const unsigned char *s, size_t n)
 {
     switch (d->py2_str) {
-    case MPC_PY2STR_BYTES: return push(d, mpc__value_new_buf(MPC_V_BYTES, s, n));
-    case MPC_PY2STR_LATIN1: return push(d, latin1_str(s, n));
+    case MPC_PY2STR_BYTES: return push_buffer(d, MPC_V_BYTES, s, n);
+    case MPC_PY2STR_LATIN1: return push_latin1_str(d, s, n);
     default:
         for (size_t i = 0; i < n; i++)
             if (s[i] >= 0x80)
                 return fail(d, "non-ASCII byte 0x%02x in a Python 2 str of %s (decode with "
                                "py2_str BYTES or LATIN1)",
                             s[i], op_name(d->p[d->op_at]));
-        return push(d, mpc__value_new_buf(MPC_V_STR, s, n));
+        return push_buffer(d, MPC_V_STR, s, n);
     }
 }
 
@@ -529,60 +649,76 @@ static mpc_status push_unicode_op(dec *d, const char *s, size_t n)
         mpc__buf_release(&b);
         return nomem(d);
     }
-    mpc_status st = push(d, mpc__value_new_buf(MPC_V_STR, b.data ? (char *)b.data : "", b.len));
+    mpc_status st = push_buffer(d, MPC_V_STR, b.data, b.len);
     mpc__buf_release(&b);
     return st;
 }
 
 /* --- containers --- */
 
-/* Re-words a failure of the tree's insertion with the opcode and offset. */
-static mpc_status insert_failed(dec *d, mpc_status st, const mpc_error *e)
-{
-    if (st == MPC_NOMEM)
-        return nomem(d);
-    return fail(d, "%s: %s", op_name(d->p[d->op_at]), e->message);
-}
+static uint32_t taller(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
-/* Moves stack[from..sn) into container c (sequence, set, or dict pairs). */
-static mpc_status fill(dec *d, mpc_value *c, size_t from)
+/* Moves stack[from..sn) into a container of kind: a new one (c_at is
+ * SIZE_MAX; it is pushed) or the one at stack index c_at.  Problems the
+ * decoder finds itself (an allowed global as an item, an odd number of
+ * items for a dict) are reported where CPython's order of insertion meets
+ * them: the items before go to the builder first, whose own failure (an
+ * unhashable key, say) comes first. */
+static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
 {
-    mpc_status st = MPC_OK;
-    mpc_error e;
-    for (size_t i = from; i < d->sn; i++) {
-        if ((st = must_be_value(d, d->stack[i])))
+    size_t n = d->sn - from, ok = n, i;
+    int problem = 0; /* 1: a global at index bad; 2: odd number of items */
+    size_t bad = 0;
+    for (i = 0; i < n; i++) {
+        if (d->sk[from + i] == MPC__V_GLOBAL) {
+            problem = 1;
+            bad = i;
             break;
-        if (c->kind == MPC_V_DICT) {
-            if (i + 1 >= d->sn) {
-                st = fail(d, "odd number of items for %s", op_name(d->p[d->op_at]));
-                break;
-            }
-            if ((st = must_be_value(d, d->stack[i + 1])))
-                break;
-            st = mpc__value_dict_set(c, d->stack[i], d->stack[i + 1], d->max_depth, &e);
-            if (st) {
-                st = insert_failed(d, st, &e);
-                break;
-            }
-            d->stack[i] = d->stack[i + 1] = NULL;
-            i++;
-        } else {
-            if (c->kind == MPC_V_SET || c->kind == MPC_V_FROZENSET)
-                st = mpc__value_set_add(c, d->stack[i], d->max_depth, &e);
-            else
-                st = mpc__value_append(c, d->stack[i], d->max_depth, &e);
-            if (st) {
-                st = insert_failed(d, st, &e);
-                break;
-            }
-            d->stack[i] = NULL;
         }
     }
-    /* Items moved are NULL now; release the rest. */
-    for (size_t k = from; k < d->sn; k++)
-        mpc_value_free(d->stack[k]);
+    if (kind == MPC_V_DICT) {
+        if (problem)
+            ok = bad - bad % 2;
+        else if (n % 2) {
+            problem = 2;
+            ok = n - 1;
+        }
+    } else if (problem) {
+        ok = bad;
+    }
+    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
+    for (i = 0; i < ok; i++)
+        h = taller(h, d->sht[from + i] + 1);
+    mpc_status st = MPC_OK;
+    if (d->check_depth && h > d->max_depth) {
+        st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
+                  (unsigned)d->max_depth);
+        drop_to(d, from);
+        return st;
+    }
+    void *c = NULL;
+    if (c_at == SIZE_MAX)
+        c = d->b->make(d->ctx, (mpc_vkind)kind, d->sh + from, ok, &d->berr);
+    else
+        st = d->b->add(d->ctx, d->sh[c_at], (mpc_vkind)kind, d->sh + from, ok, &d->berr);
+    /* The builder took the first ok items; the rest are released. */
+    for (i = from + ok; i < d->sn; i++)
+        h_release(d, d->sh[i], d->sk[i]);
+    void *g = problem == 1 ? d->sh[from + bad] : NULL; /* (an id: still valid) */
     d->sn = from;
-    return st;
+    if ((c_at == SIZE_MAX && !c) || st)
+        return builder_failed(d);
+    if (problem) {
+        if (c)
+            d->b->release(d->ctx, c);
+        if (problem == 1)
+            return global_as_value(d, g);
+        return fail(d, "odd number of items for %s", op_name(d->p[d->op_at]));
+    }
+    if (c)
+        return push_h(d, c, kind, h);
+    d->sht[c_at] = h;
+    return MPC_OK;
 }
 
 /* Builds a new container of kind from the items above the latest mark. */
@@ -592,14 +728,7 @@ static mpc_status build_from_mark(dec *d, int kind)
     mpc_status st = pop_mark(d, &start);
     if (st)
         return st;
-    mpc_value *c = mpc__value_alloc(kind);
-    if (!c)
-        return nomem(d);
-    if ((st = fill(d, c, start))) {
-        mpc_value_free(c);
-        return st;
-    }
-    return push(d, c);
+    return fill(d, kind, start, SIZE_MAX);
 }
 
 /* APPENDS / SETITEMS / ADDITEMS: items above the mark go into the object just
@@ -612,14 +741,13 @@ static mpc_status add_from_mark(dec *d, int kind)
         return st;
     if (start == 0 || start - 1 < fence(d))
         return underflow(d);
-    mpc_value *c = d->stack[start - 1];
-    if (c->kind != kind)
-        return fail(d, "%s on a %s", op_name(d->p[d->op_at]),
-                    c->kind == MPC__V_GLOBAL ? "global" : mpc_vkind_name(mpc_value_kind(c)));
-    if (!mpc__value_can_modify(c))
+    size_t c = start - 1;
+    if (d->sk[c] != kind)
+        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+    if (kind == MPC_V_SET && d->b->can_add && !d->b->can_add(d->ctx, d->sh[c]))
         return fail(d, "refused %s: the %s is already inside another container",
-                    op_name(d->p[d->op_at]), mpc_vkind_name(mpc_value_kind(c)));
-    return fill(d, c, start);
+                    op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+    return fill(d, kind, start, c);
 }
 
 /* APPEND / SETITEM: the last n items go into the object below them. */
@@ -628,11 +756,10 @@ static mpc_status add_top(dec *d, int kind, size_t n)
     mpc_status st = need(d, n + 1);
     if (st)
         return st;
-    mpc_value *c = d->stack[d->sn - n - 1];
-    if (c->kind != kind)
-        return fail(d, "%s on a %s", op_name(d->p[d->op_at]),
-                    c->kind == MPC__V_GLOBAL ? "global" : mpc_vkind_name(mpc_value_kind(c)));
-    return fill(d, c, d->sn - n);
+    size_t c = d->sn - n - 1;
+    if (d->sk[c] != kind)
+        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+    return fill(d, kind, d->sn - n, c);
 }
 
 /* TUPLE1..3 */
@@ -641,14 +768,7 @@ static mpc_status tuple_n(dec *d, size_t n)
     mpc_status st = need(d, n);
     if (st)
         return st;
-    mpc_value *t = mpc__value_alloc(MPC_V_TUPLE);
-    if (!t)
-        return nomem(d);
-    if ((st = fill(d, t, d->sn - n))) {
-        mpc_value_free(t);
-        return st;
-    }
-    return push(d, t);
+    return fill(d, MPC_V_TUPLE, d->sn - n, SIZE_MAX);
 }
 
 /* --- globals and REDUCE --- */
@@ -681,38 +801,56 @@ static mpc_status push_global(dec *d, const char *mod, size_t ml, const char *na
         mpc__repr_bytes(name, nl, n, sizeof n);
         return fail(d, "refused opcode %s of global '%s.%s'", op_name(d->p[d->op_at]), m, n);
     }
-    mpc_value *g = mpc__value_alloc(MPC__V_GLOBAL);
-    if (!g)
-        return nomem(d);
-    g->u.i = id;
-    return push(d, g);
+    return push_h(d, (void *)(uintptr_t)id, MPC__V_GLOBAL, 1);
 }
 
-static int is_str(const mpc_value *v, const char *lit)
+/* Whether h is a str or bytes equal to lit. */
+static int is_str(dec *d, void *h, const char *lit)
 {
-    return (v->kind == MPC_V_STR || v->kind == MPC_V_BYTES) && v->u.s.len == strlen(lit) &&
-           memcmp(v->u.s.data, lit, v->u.s.len) == 0;
+    mpc_vkind k = d->b->kind(d->ctx, h);
+    size_t n = 0;
+    const char *s = k == MPC_V_STR || k == MPC_V_BYTES ? d->b->data(d->ctx, h, &n) : NULL;
+    return s && n == strlen(lit) && memcmp(s, lit, n) == 0;
 }
 
-/* A str whose code points are all below 256, as bytes (Latin-1). */
-static mpc_value *str_latin1_bytes(const mpc_value *s, int kind)
+/* The str h (code points all below 256) as bytes or a bytearray (Latin-1):
+ * MPC_OK pushed, 1 when a code point is beyond 255, or a failure. */
+static mpc_status push_str_latin1(dec *d, void *h, int kind)
 {
-    const unsigned char *p = (const unsigned char *)s->u.s.data;
-    size_t n = s->u.s.len, i = 0, o = 0;
+    size_t n = 0, i = 0, o = 0;
+    const unsigned char *p = (const unsigned char *)d->b->data(d->ctx, h, &n);
+    if (!p)
+        return (mpc_status)1; /* (a str the builder cannot give as UTF-8: surrogates) */
     unsigned char *tmp = malloc(n + 1);
     if (!tmp)
-        return NULL;
+        return nomem(d);
     while (i < n) {
         uint32_t cp = mpc__utf8_next(p, n, &i);
         if (cp > 0xff) {
             free(tmp);
-            return (mpc_value *)-1;
+            return (mpc_status)1;
         }
         tmp[o++] = (unsigned char)cp;
     }
-    mpc_value *v = mpc__value_new_buf(kind, tmp, o);
+    mpc_status st = push_buffer(d, kind, tmp, o);
     free(tmp);
-    return v;
+    return st;
+}
+
+/* set(list) / frozenset(list): a new set of the list's items. */
+static mpc_status push_set_of(dec *d, int kind, void *list)
+{
+    size_t n = d->b->len(d->ctx, list);
+    void **items = malloc((n ? n : 1) * sizeof *items);
+    if (!items)
+        return nomem(d);
+    for (size_t i = 0; i < n; i++) {
+        items[i] = d->b->item(d->ctx, list, i);
+        d->b->ref(d->ctx, items[i]);
+    }
+    void *s = d->b->make(d->ctx, (mpc_vkind)kind, items, n, &d->berr);
+    free(items);
+    return push_h(d, s, kind, 1); /* (height: the decoder never nests a set in it) */
 }
 
 static mpc_status reduce(dec *d)
@@ -720,65 +858,58 @@ static mpc_status reduce(dec *d)
     mpc_status st = need(d, 2);
     if (st)
         return st;
-    mpc_value *fn = d->stack[d->sn - 2];
-    mpc_value *args = d->stack[d->sn - 1];
-    if (fn->kind != MPC__V_GLOBAL)
+    size_t fn = d->sn - 2, at = d->sn - 1;
+    if (d->sk[fn] != MPC__V_GLOBAL)
         return fail(d, "refused opcode REDUCE of a %s (not an allowed global)",
-                    mpc_vkind_name(mpc_value_kind(fn)));
-    char g[64];
-    global_text(fn, g, sizeof g);
-    mpc_value *res = NULL;
-    int bad = args->kind != MPC_V_TUPLE;
-    size_t n = bad ? 0 : args->u.c.n;
-    mpc_value *a0 = n > 0 ? args->u.c.items[0] : NULL;
-    mpc_value *a1 = n > 1 ? args->u.c.items[1] : NULL;
+                    kind_text(d->sk[fn]));
+    const char *g = global_text(d->sh[fn]);
+    int id = (int)(uintptr_t)d->sh[fn];
+    void *args = d->sh[at];
+    int bad = d->sk[at] != MPC_V_TUPLE;
+    size_t n = bad ? 0 : d->b->len(d->ctx, args);
+    void *a0 = n > 0 ? d->b->item(d->ctx, args, 0) : NULL;
+    void *a1 = n > 1 ? d->b->item(d->ctx, args, 1) : NULL;
+    mpc_vkind k0 = a0 ? d->b->kind(d->ctx, a0) : MPC_V_NONE;
+    mpc_vkind k1 = a1 ? d->b->kind(d->ctx, a1) : MPC_V_NONE;
+    /* The result is pushed above fn and args, then moved down. */
+    st = MPC_OK;
     if (!bad) {
-        switch (fn->u.i) {
+        switch (id) {
         case G_SET:
         case G_FROZENSET:
-            if (n != 1 || a0->kind != MPC_V_LIST) {
+            if (n != 1 || k0 != MPC_V_LIST)
                 bad = 1;
-                break;
-            }
-            res = mpc__value_alloc(fn->u.i == G_SET ? MPC_V_SET : MPC_V_FROZENSET);
-            if (!res)
-                return nomem(d);
-            for (size_t i = 0; i < a0->u.c.n; i++) {
-                mpc_value *it = mpc__value_ref(a0->u.c.items[i]);
-                mpc_error e;
-                st = mpc__value_set_add(res, it, d->max_depth, &e);
-                if (st) {
-                    mpc_value_free(it);
-                    mpc_value_free(res);
-                    return insert_failed(d, st, &e);
-                }
-            }
+            else
+                st = push_set_of(d, id == G_SET ? MPC_V_SET : MPC_V_FROZENSET, a0);
             break;
         case G_BYTES:
-            if (n != 0) {
+            if (n != 0)
                 bad = 1;
-                break;
-            }
-            res = mpc__value_new_buf(MPC_V_BYTES, "", 0);
+            else
+                st = push_buffer(d, MPC_V_BYTES, "", 0);
             break;
         case G_BYTEARRAY:
             if (n == 0) {
-                res = mpc__value_new_buf(MPC_V_BYTEARRAY, "", 0);
-            } else if (n == 1 && a0->kind == MPC_V_BYTES) {
-                res = mpc__value_new_buf(MPC_V_BYTEARRAY, a0->u.s.data, a0->u.s.len);
-            } else if (n == 2 && a0->kind == MPC_V_STR && is_str(a1, "latin-1")) {
-                res = str_latin1_bytes(a0, MPC_V_BYTEARRAY);
-                if (res == (mpc_value *)-1)
+                st = push_buffer(d, MPC_V_BYTEARRAY, "", 0);
+            } else if (n == 1 && k0 == MPC_V_BYTES) {
+                size_t len = 0;
+                const char *s = d->b->data(d->ctx, a0, &len);
+                if (!s)
+                    bad = 1;
+                else
+                    st = push_buffer(d, MPC_V_BYTEARRAY, s, len);
+            } else if (n == 2 && k0 == MPC_V_STR && is_str(d, a1, "latin-1")) {
+                st = push_str_latin1(d, a0, MPC_V_BYTEARRAY);
+                if (st == 1)
                     return fail(d, "REDUCE of global '%s': argument not encodable as latin-1", g);
             } else {
                 bad = 1;
             }
             break;
         case G_ENCODE:
-            if (n == 2 && a0->kind == MPC_V_STR && a1->kind == MPC_V_STR &&
-                is_str(a1, "latin1")) {
-                res = str_latin1_bytes(a0, MPC_V_BYTES);
-                if (res == (mpc_value *)-1)
+            if (n == 2 && k0 == MPC_V_STR && k1 == MPC_V_STR && is_str(d, a1, "latin1")) {
+                st = push_str_latin1(d, a0, MPC_V_BYTES);
+                if (st == 1)
                     return fail(d, "REDUCE of global '%s': argument not encodable as latin-1", g);
             } else {
                 bad = 1;
@@ -791,10 +922,14 @@ static mpc_status reduce(dec *d)
         return fail(d, "refused opcode REDUCE of global '%s' with arguments CPython does not "
                        "write",
                     g);
-    if (!res)
-        return nomem(d);
-    drop_to(d, d->sn - 2);
-    return push(d, res);
+    if (st)
+        return st;
+    /* fn and args go; the result takes fn's place. */
+    void *res = d->sh[d->sn - 1];
+    int rk = d->sk[d->sn - 1];
+    d->sn--;
+    drop_to(d, fn);
+    return push_h(d, res, rk, 1);
 }
 
 /* Names the global an INST/OBJ/NEWOBJ would have instantiated, if known. */
@@ -812,19 +947,16 @@ static mpc_status refuse(dec *d, unsigned char op)
         }
     }
     if ((op == 0x81 || op == 0x92) && d->sn - fence(d) >= (op == 0x81 ? 2u : 3u)) {
-        mpc_value *cls = d->stack[d->sn - (op == 0x81 ? 2 : 3)];
-        if (cls->kind == MPC__V_GLOBAL) {
-            char g[64];
-            global_text(cls, g, sizeof g);
-            return fail(d, "refused opcode %s of global '%s'", name, g);
-        }
+        size_t cls = d->sn - (op == 0x81 ? 2 : 3);
+        if (d->sk[cls] == MPC__V_GLOBAL)
+            return fail(d, "refused opcode %s of global '%s'", name, global_text(d->sh[cls]));
     }
     return fail(d, "refused opcode %s", name);
 }
 
 /* --- the machine --- */
 
-static mpc_status step(dec *d, int *stopped, mpc_value **result)
+static mpc_status step(dec *d, int *stopped, void **result)
 {
     const unsigned char *b = NULL;
     const char *s;
@@ -846,9 +978,11 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
             return truncated(d);
         return MPC_OK;
     case '.': /* STOP */
-        if ((st = need(d, 1)) || (st = must_be_value(d, d->stack[d->sn - 1])))
+        if ((st = need(d, 1)))
             return st;
-        *result = d->stack[--d->sn];
+        if (d->sk[d->sn - 1] == MPC__V_GLOBAL)
+            return global_as_value(d, d->sh[d->sn - 1]);
+        *result = d->sh[--d->sn];
         *stopped = 1;
         return MPC_OK;
     case '(':
@@ -881,28 +1015,29 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
     case '2': /* DUP */
         if ((st = need(d, 1)))
             return st;
-        return push(d, mpc__value_ref(d->stack[d->sn - 1]));
-    case 'N': return push(d, mpc_value_new_none());
-    case 0x88: return push(d, mpc_value_new_bool(1));
-    case 0x89: return push(d, mpc_value_new_bool(0));
+        h_ref(d, d->sh[d->sn - 1], d->sk[d->sn - 1]);
+        return push_h(d, d->sh[d->sn - 1], d->sk[d->sn - 1], d->sht[d->sn - 1]);
+    case 'N': return push_scalar(d, MPC_V_NONE, 0, 0);
+    case 0x88: return push_scalar(d, MPC_V_BOOL, 1, 0);
+    case 0x89: return push_scalar(d, MPC_V_BOOL, 0, 0);
     case 'I':
         if ((st = take_line(d, &s, &n)))
             return st;
         if (n == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1'))
-            return push(d, mpc_value_new_bool(s[1] == '1'));
+            return push_scalar(d, MPC_V_BOOL, s[1] == '1', 0);
         return push_int_text(d, s, n);
     case 'J':
         if ((st = take(d, 4, &b)))
             return st;
-        return push(d, mpc_value_new_int((int32_t)(uint32_t)le(b, 4)));
+        return push_scalar(d, MPC_V_INT, (int32_t)(uint32_t)le(b, 4), 0);
     case 'K':
         if ((st = take(d, 1, &b)))
             return st;
-        return push(d, mpc_value_new_int(b[0]));
+        return push_scalar(d, MPC_V_INT, b[0], 0);
     case 'M':
         if ((st = take(d, 2, &b)))
             return st;
-        return push(d, mpc_value_new_int((int64_t)le(b, 2)));
+        return push_scalar(d, MPC_V_INT, (int64_t)le(b, 2), 0);
     case 'L':
         if ((st = take_line(d, &s, &n)))
             return st;
@@ -933,7 +1068,7 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
             bits = (bits << 8) | b[i];
         double f;
         memcpy(&f, &bits, sizeof f);
-        return push(d, mpc_value_new_float(f));
+        return push_scalar(d, MPC_V_FLOAT, 0, f);
     }
     case 'S':
         if ((st = take_line(d, &s, &n)))
@@ -970,13 +1105,13 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
         if ((st = take(d, (size_t)cnt, &b)))
             return st;
         if (op == 'X' || op == 0x8c || op == 0x8d)
-            return push_str(d, b, cnt);
-        return push(d, mpc__value_new_buf(op == 0x96 ? MPC_V_BYTEARRAY : MPC_V_BYTES, b, cnt));
+            return push_buffer(d, MPC_V_STR, b, cnt);
+        return push_buffer(d, op == 0x96 ? MPC_V_BYTEARRAY : MPC_V_BYTES, b, cnt);
     }
-    case ']': return push(d, mpc__value_alloc(MPC_V_LIST));
-    case ')': return push(d, mpc__value_alloc(MPC_V_TUPLE));
-    case '}': return push(d, mpc__value_alloc(MPC_V_DICT));
-    case 0x8f: return push(d, mpc__value_alloc(MPC_V_SET));
+    case ']': return fill(d, MPC_V_LIST, d->sn, SIZE_MAX);
+    case ')': return fill(d, MPC_V_TUPLE, d->sn, SIZE_MAX);
+    case '}': return fill(d, MPC_V_DICT, d->sn, SIZE_MAX);
+    case 0x8f: return fill(d, MPC_V_SET, d->sn, SIZE_MAX);
     case 'l': return build_from_mark(d, MPC_V_LIST);
     case 't': return build_from_mark(d, MPC_V_TUPLE);
     case 'd': return build_from_mark(d, MPC_V_DICT);
@@ -1028,17 +1163,21 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
     case 0x93: {
         if ((st = need(d, 2)))
             return st;
-        mpc_value *mod = d->stack[d->sn - 2], *name = d->stack[d->sn - 1];
-        if (mod->kind != MPC_V_STR || name->kind != MPC_V_STR)
+        size_t mi = d->sn - 2, ni = d->sn - 1;
+        if (d->sk[mi] != MPC_V_STR || d->sk[ni] != MPC_V_STR)
             return fail(d, "STACK_GLOBAL requires str");
-        st = push_global(d, mod->u.s.data, mod->u.s.len, name->u.s.data, name->u.s.len);
+        size_t ml = 0, nl = 0;
+        const char *m = d->b->data(d->ctx, d->sh[mi], &ml);
+        const char *nm = d->b->data(d->ctx, d->sh[ni], &nl);
+        if (!m || !nm)
+            return fail(d, "refused opcode STACK_GLOBAL of a global whose name is not UTF-8");
+        st = push_global(d, m, ml, nm, nl);
         if (st)
             return st;
         /* Replace the two strs with the global just pushed. */
-        mpc_value *g = d->stack[--d->sn];
-        drop_to(d, d->sn - 2);
-        d->stack[d->sn++] = g;
-        return MPC_OK;
+        d->sn--;
+        drop_to(d, mi);
+        return push_h(d, d->sh[d->sn + 2], MPC__V_GLOBAL, 1);
     }
     case 'R': return reduce(d);
     case 'b': case 'i': case 'o': case 0x81: case 0x92: case 'P': case 'Q':
@@ -1049,30 +1188,34 @@ static mpc_status step(dec *d, int *stopped, mpc_value **result)
     }
 }
 
-mpc_status mpc_value_decode(const void *pickle, size_t len, const mpc_decode_options *opts,
-                            mpc_value **out, mpc_error *err)
+static uint32_t depth_of(const mpc_decode_options *opts)
+{
+    if (!opts || !opts->max_depth)
+        return MPC_VALUE_DEPTH_DEFAULT;
+    return opts->max_depth > MPC_VALUE_DEPTH_MAX ? MPC_VALUE_DEPTH_MAX : opts->max_depth;
+}
+
+mpc_status mpc_value_decode_with(const void *pickle, size_t len, const mpc_decode_options *opts,
+                                 const mpc_value_builder *b, void *ctx, void **out,
+                                 mpc_error *err)
 {
     if (out)
         *out = NULL;
-    if (!out || (!pickle && len))
+    if (!out || !b || (!pickle && len))
         return mpc__error(err, MPC_INVAL, 0, "NULL argument");
     dec d;
     memset(&d, 0, sizeof d);
     d.p = pickle;
     d.len = len;
+    d.b = b;
+    d.ctx = ctx;
     d.err = err;
-    d.max_depth = MPC_VALUE_DEPTH_DEFAULT;
-    d.max_digits = MPC__BIGINT_DIGITS_DEFAULT;
-    if (opts) {
-        if (opts->max_depth)
-            d.max_depth = opts->max_depth > MPC_VALUE_DEPTH_MAX ? MPC_VALUE_DEPTH_MAX
-                                                                : opts->max_depth;
+    d.max_depth = depth_of(opts);
+    d.check_depth = !(b->flags & MPC_BUILDER_BOUNDS_DEPTH);
+    if (opts)
         d.py2_str = opts->py2_str;
-        if (opts->max_int_digits)
-            d.max_digits = opts->max_int_digits;
-    }
     mpc_status st = MPC_OK;
-    mpc_value *result = NULL;
+    void *result = NULL;
     int stopped = 0;
     if (len == 0)
         st = mpc__error(err, MPC_VALUE, 0, "empty pickle data (ran out of input)");
@@ -1085,16 +1228,196 @@ mpc_status mpc_value_decode(const void *pickle, size_t len, const mpc_decode_opt
         st = step(&d, &stopped, &result);
     }
     drop_to(&d, 0);
-    free(d.stack);
+    free(d.sh);
+    free(d.sk);
+    free(d.sht);
     free(d.marks);
-    for (size_t i = 0; i < d.mslots; i++)
-        mpc_value_free(d.mvals[i]);
-    free(d.mkeys);
-    free(d.mvals);
+    memo_release(&d);
     if (st) {
-        mpc_value_free(result);
+        if (result)
+            b->release(ctx, result);
         return st;
     }
     *out = result;
     return MPC_OK;
+}
+
+/* --- the builder of mpc_value trees --- */
+
+typedef struct tree_ctx {
+    uint32_t max_depth;
+    size_t max_digits;
+} tree_ctx;
+
+static mpc_value *t_nomem(mpc_error *err)
+{
+    mpc__error(err, MPC_NOMEM, 0, "out of memory");
+    return NULL;
+}
+
+static void *t_scalar(void *ctx, mpc_vkind kind, int64_t i, double f, mpc_error *err)
+{
+    (void)ctx;
+    mpc_value *v;
+    switch (kind) {
+    case MPC_V_BOOL: v = mpc_value_new_bool((int)i); break;
+    case MPC_V_INT: v = mpc_value_new_int(i); break;
+    case MPC_V_FLOAT: v = mpc_value_new_float(f); break;
+    default: v = mpc_value_new_none(); break;
+    }
+    return v ? v : t_nomem(err);
+}
+
+static void *t_bigint(void *ctx, const unsigned char *data, size_t len, int text, mpc_error *err)
+{
+    const tree_ctx *t = ctx;
+    int64_t small;
+    char *s = NULL;
+    size_t slen = 0;
+    int r;
+    if (text) {
+        int neg = len && data[0] == '-';
+        r = mpc__bigint_parse((const char *)data + neg, len - (size_t)neg, neg, 10, t->max_digits,
+                              &small, &s, &slen);
+    } else {
+        r = mpc__bigint_from_le(data, len, t->max_digits, &small, &s, &slen);
+    }
+    if (r < 0) {
+        mpc__error(err, MPC_VALUE, 0, "exceeds the limit of %zu digits", t->max_digits);
+        return NULL;
+    }
+    if (r == 0) {
+        mpc_value *v = mpc_value_new_int(small);
+        return v ? v : t_nomem(err);
+    }
+    mpc_value *v = mpc__value_alloc(MPC_V_BIGINT);
+    if (!v) {
+        free(s);
+        return t_nomem(err);
+    }
+    v->u.s.data = s;
+    v->u.s.len = slen;
+    return v;
+}
+
+static void *t_buffer(void *ctx, mpc_vkind kind, const void *data, size_t len, mpc_error *err)
+{
+    (void)ctx;
+    if (kind == MPC_V_STR && !mpc__utf8_valid(data, len)) {
+        mpc__error(err, MPC_VALUE, 0, "invalid UTF-8");
+        return NULL;
+    }
+    mpc_value *v = mpc__value_new_buf(kind, data, len);
+    return v ? v : t_nomem(err);
+}
+
+/* Inserts items[0..n) into c (takes them all: on failure the rest are
+ * released). */
+static mpc_status t_fill(const tree_ctx *t, mpc_value *c, void **items, size_t n, mpc_error *err)
+{
+    mpc_status st = MPC_OK;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        mpc_value *it = items[i];
+        if (c->kind == MPC_V_DICT) {
+            st = mpc__value_dict_set(c, it, items[i + 1], t->max_depth, err);
+            if (st)
+                break;
+            i++;
+        } else if (c->kind == MPC_V_SET || c->kind == MPC_V_FROZENSET) {
+            if ((st = mpc__value_set_add(c, it, t->max_depth, err)))
+                break;
+        } else if ((st = mpc__value_append(c, it, t->max_depth, err))) {
+            break;
+        }
+    }
+    for (; i < n; i++)
+        mpc_value_free(items[i]);
+    return st;
+}
+
+static void *t_make(void *ctx, mpc_vkind kind, void **items, size_t n, mpc_error *err)
+{
+    mpc_value *c = mpc__value_alloc(kind);
+    if (!c) {
+        for (size_t i = 0; i < n; i++)
+            mpc_value_free(items[i]);
+        return t_nomem(err);
+    }
+    if (t_fill(ctx, c, items, n, err)) {
+        mpc_value_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static mpc_status t_add(void *ctx, void *c, mpc_vkind kind, void **items, size_t n,
+                        mpc_error *err)
+{
+    (void)kind;
+    return t_fill(ctx, c, items, n, err);
+}
+
+static int t_can_add(void *ctx, void *c)
+{
+    (void)ctx;
+    return mpc__value_can_modify(c);
+}
+
+static void t_ref(void *ctx, void *h)
+{
+    (void)ctx;
+    mpc__value_ref(h);
+}
+
+static void t_release(void *ctx, void *h)
+{
+    (void)ctx;
+    mpc_value_free(h);
+}
+
+static mpc_vkind t_kind(void *ctx, void *h)
+{
+    (void)ctx;
+    return mpc_value_kind(h);
+}
+
+static const char *t_data(void *ctx, void *h, size_t *len)
+{
+    (void)ctx;
+    return mpc_value_str(h, len);
+}
+
+static size_t t_len(void *ctx, void *h)
+{
+    (void)ctx;
+    return mpc_value_len(h);
+}
+
+static void *t_item(void *ctx, void *h, size_t i)
+{
+    (void)ctx;
+    return mpc_value_item(h, i);
+}
+
+static const mpc_value_builder tree_builder = {
+    t_scalar, t_bigint, t_buffer, t_make, t_add, t_can_add, t_ref, t_release,
+    t_kind, t_data, t_len, t_item, MPC_BUILDER_BOUNDS_DEPTH,
+};
+
+mpc_status mpc_value_decode(const void *pickle, size_t len, const mpc_decode_options *opts,
+                            mpc_value **out, mpc_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!out || (!pickle && len))
+        return mpc__error(err, MPC_INVAL, 0, "NULL argument");
+    tree_ctx t;
+    t.max_depth = depth_of(opts);
+    t.max_digits = opts && opts->max_int_digits ? opts->max_int_digits
+                                                 : MPC__BIGINT_DIGITS_DEFAULT;
+    void *r = NULL;
+    mpc_status st = mpc_value_decode_with(pickle, len, opts, &tree_builder, &t, &r, err);
+    *out = r;
+    return st;
 }

@@ -351,10 +351,6 @@ static void took(mpc_value *c, mpc_value *item)
 
 mpc_value *mpc_value_share(mpc_value *v) { return v ? mpc__value_ref(v) : NULL; }
 
-/* refs counts the owners from outside the node's group, so a member can
- * have one (or none) and still be reached from several members. */
-int mpc_value_shared(const mpc_value *v) { return v && (v->refs > 1 || v->grp != NULL); }
-
 /* --- accessors --- */
 
 mpc_vkind mpc_value_kind(const mpc_value *v)
