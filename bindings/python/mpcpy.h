@@ -122,13 +122,11 @@ mpc_listener *mpcpy_listener_arg(PyObject *o);
 /* ------------------------------------------------------------ mpcpy_values.c */
 
 /* Restricted unpickling: decodes the pickle data[0..len) with the core's
- * allow-list decoder (mpc_value_decode) and builds the Python objects
- * (builtin types only; sharing and cycles as pickle.loads makes them).  A
- * refused or malformed pickle raises s->restricted_error naming the opcode,
- * the global and the offset.  may_release_gil: data cannot change while the
- * GIL is released (a bytes object), so a large message is decoded without
- * it.  A new reference, or NULL with an exception set. */
-PyObject *mpcpy_restricted_loads(const mpcpy_state *s, const void *data, size_t len,
-                                 int may_release_gil);
+ * allow-list decoder (mpc_value_decode_with), building the Python objects
+ * directly (builtin types only; sharing and cycles as pickle.loads makes
+ * them).  A refused or malformed pickle raises s->restricted_error naming
+ * the opcode, the global and the offset.  Needs the GIL; data must not
+ * change during the call.  A new reference, or NULL with an exception set. */
+PyObject *mpcpy_restricted_loads(const mpcpy_state *s, const void *data, size_t len);
 
 #endif

@@ -705,7 +705,7 @@ static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssi
         return NULL;
     if (restricted)
         r = mpcpy_restricted_loads(self->st, PyBytes_AS_STRING(data),
-                                   (size_t)PyBytes_GET_SIZE(data), 1);
+                                   (size_t)PyBytes_GET_SIZE(data));
     else
         r = PyObject_CallFunctionObjArgs(self->st->loads, data, NULL);
     Py_DECREF(data);

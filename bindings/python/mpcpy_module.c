@@ -340,7 +340,7 @@ static PyObject *mpcpy_restricted_loads_fn(PyObject *mod, PyObject *arg)
     PyObject *r;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    r = mpcpy_restricted_loads(s, view.buf, (size_t)view.len, PyBytes_CheckExact(arg));
+    r = mpcpy_restricted_loads(s, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return r;
 }

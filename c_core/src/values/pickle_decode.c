@@ -28,6 +28,7 @@
 #include "value_internal.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,12 @@ typedef struct ment {
     unsigned char used;
 } ment;
 
+/* Inline storage for small pickles (no allocation at all for most
+ * messages): stack entries, marks, memo keys. */
+#define DEC_STACK0 64
+#define DEC_MARKS0 16
+#define DEC_MEMO0 32
+
 typedef struct dec {
     const unsigned char *p;
     size_t len, pos;
@@ -69,9 +76,10 @@ typedef struct dec {
     size_t *marks;
     size_t mn, mcap;
     /* memo: a direct array for the dense small keys CPython writes (0, 1,
-     * 2 ...), open addressing for any other int64 key */
+     * 2 ...), open addressing for any other int64 key; md[0..mdhi) are
+     * initialised, the rest is not yet */
     ment *md;
-    size_t mdcap;
+    size_t mdcap, mdhi;
     int64_t *mkeys;
     ment *mv;
     size_t mslots, mhn;
@@ -80,8 +88,32 @@ typedef struct dec {
     int check_depth; /* the builder does not bound nesting: the decoder does */
     mpc_py2str py2_str;
     mpc_error *err;
+    /* not cleared on entry: */
     mpc_error berr; /* a builder call's failure */
+    void *sh0[DEC_STACK0];
+    unsigned char sk0[DEC_STACK0];
+    uint32_t sht0[DEC_STACK0];
+    size_t marks0[DEC_MARKS0];
+    ment md0[DEC_MEMO0];
 } dec;
+
+/* Grows an array that starts in the inline storage inl (n elements of
+ * size sz) to ncap elements.  NULL on out of memory (the old one stays). */
+static void *grow_array(void *a, const void *inl, size_t n, size_t ncap, size_t sz)
+{
+    if (a != inl)
+        return realloc(a, ncap * sz);
+    void *b = malloc(ncap * sz);
+    if (b && n)
+        memcpy(b, a, n * sz);
+    return b;
+}
+
+static void free_array(void *a, const void *inl)
+{
+    if (a != inl)
+        free(a);
+}
 
 static const char *op_name(unsigned char op)
 {
@@ -247,19 +279,20 @@ static mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
     if (!h)
         return builder_failed(d);
     if (d->sn == d->scap) {
-        size_t ncap = d->scap ? d->scap * 2 : 64;
-        void **sh = realloc(d->sh, ncap * sizeof *sh);
+        size_t ncap = d->scap * 2;
+        void **sh = grow_array(d->sh, d->sh0, d->sn, ncap, sizeof *sh);
+        unsigned char *sk = grow_array(d->sk, d->sk0, d->sn, ncap, sizeof *sk);
+        uint32_t *sht = grow_array(d->sht, d->sht0, d->sn, ncap, sizeof *sht);
         if (sh)
             d->sh = sh;
-        unsigned char *sk = sh ? realloc(d->sk, ncap * sizeof *sk) : NULL;
         if (sk)
             d->sk = sk;
-        uint32_t *sht = sk ? realloc(d->sht, ncap * sizeof *sht) : NULL;
-        if (!sht) {
+        if (sht)
+            d->sht = sht;
+        if (!sh || !sk || !sht) {
             h_release(d, h, kind);
             return nomem(d);
         }
-        d->sht = sht;
         d->scap = ncap;
     }
     d->sh[d->sn] = h;
@@ -327,7 +360,7 @@ static uint64_t key_hash(int64_t k)
 
 static ment *memo_find(const dec *d, int64_t key)
 {
-    if (key >= 0 && (uint64_t)key < d->mdcap && d->md[key].used)
+    if (key >= 0 && (uint64_t)key < d->mdhi && d->md[key].used)
         return &d->md[key];
     if (!d->mslots)
         return NULL;
@@ -346,20 +379,24 @@ static ment *memo_find(const dec *d, int64_t key)
 static ment *memo_new(dec *d, int64_t key)
 {
     if (key >= 0 && (uint64_t)key >= d->mdcap) {
-        size_t nc = d->mdcap ? d->mdcap : 64;
+        size_t nc = d->mdcap;
         while (nc <= (uint64_t)key && nc <= 2 * d->mcount + 64)
             nc *= 2;
         if (nc > (uint64_t)key && nc <= 2 * d->mcount + 128) {
-            ment *md = realloc(d->md, nc * sizeof *md);
+            ment *md = grow_array(d->md, d->md0, d->mdhi, nc, sizeof *md);
             if (!md)
                 return NULL;
-            memset(md + d->mdcap, 0, (nc - d->mdcap) * sizeof *md);
             d->md = md;
             d->mdcap = nc;
         }
     }
-    if (key >= 0 && (uint64_t)key < d->mdcap)
+    if (key >= 0 && (uint64_t)key < d->mdcap) {
+        if ((uint64_t)key >= d->mdhi) {
+            memset(d->md + d->mdhi, 0, ((size_t)key + 1 - d->mdhi) * sizeof *d->md);
+            d->mdhi = (size_t)key + 1;
+        }
         return &d->md[key];
+    }
     if ((d->mhn + 1) * 2 > d->mslots) {
         size_t ncap = d->mslots ? d->mslots * 2 : 64;
         int64_t *nk = calloc(ncap, sizeof *nk);
@@ -399,8 +436,13 @@ static mpc_status memo_put(dec *d, int64_t key)
     if (st)
         return st;
     size_t top = d->sn - 1;
-    ment *m = memo_find(d, key);
-    if (m) {
+    ment *m;
+    if (key >= 0 && (uint64_t)key == d->mdhi && d->mdhi < d->mdcap && !d->mhn) {
+        /* the next dense key (what CPython writes), stored nowhere yet: a
+         * fresh slot */
+        m = &d->md[d->mdhi++];
+        d->mcount++;
+    } else if ((m = memo_find(d, key)) != NULL) {
         h_release(d, m->h, m->kind);
     } else {
         if (!(m = memo_new(d, key)))
@@ -426,13 +468,13 @@ static mpc_status memo_get(dec *d, int64_t key)
 
 static void memo_release(dec *d)
 {
-    for (size_t i = 0; i < d->mdcap; i++)
+    for (size_t i = 0; i < d->mdhi; i++)
         if (d->md[i].used)
             h_release(d, d->md[i].h, d->md[i].kind);
     for (size_t i = 0; i < d->mslots; i++)
         if (d->mv[i].used)
             h_release(d, d->mv[i].h, d->mv[i].kind);
-    free(d->md);
+    free_array(d->md, d->md0);
     free(d->mkeys);
     free(d->mv);
 }
@@ -669,12 +711,14 @@ static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
     size_t n = d->sn - from, ok = n, i;
     int problem = 0; /* 1: a global at index bad; 2: odd number of items */
     size_t bad = 0;
+    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at], top = 0;
     for (i = 0; i < n; i++) {
         if (d->sk[from + i] == MPC__V_GLOBAL) {
             problem = 1;
             bad = i;
             break;
         }
+        top = taller(top, d->sht[from + i]);
     }
     if (kind == MPC_V_DICT) {
         if (problem)
@@ -686,9 +730,11 @@ static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
     } else if (problem) {
         ok = bad;
     }
-    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
-    for (i = 0; i < ok; i++)
-        h = taller(h, d->sht[from + i] + 1);
+    if (ok < i) /* (items left out by a problem: not counted) */
+        for (top = 0, i = 0; i < ok; i++)
+            top = taller(top, d->sht[from + i]);
+    if (ok)
+        h = taller(h, top + 1);
     mpc_status st = MPC_OK;
     if (d->check_depth && h > d->max_depth) {
         st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
@@ -987,8 +1033,8 @@ static mpc_status step(dec *d, int *stopped, void **result)
         return MPC_OK;
     case '(':
         if (d->mn == d->mcap) {
-            size_t ncap = d->mcap ? d->mcap * 2 : 32;
-            size_t *m = realloc(d->marks, ncap * sizeof *m);
+            size_t ncap = d->mcap * 2;
+            size_t *m = grow_array(d->marks, d->marks0, d->mn, ncap, sizeof *m);
             if (!m)
                 return nomem(d);
             d->marks = m;
@@ -1204,7 +1250,19 @@ mpc_status mpc_value_decode_with(const void *pickle, size_t len, const mpc_decod
     if (!out || !b || (!pickle && len))
         return mpc__error(err, MPC_INVAL, 0, "NULL argument");
     dec d;
-    memset(&d, 0, sizeof d);
+    /* (berr and the inline arrays are not cleared: nothing reads them
+     * unwritten) */
+    memset(&d, 0, offsetof(dec, berr));
+    d.berr.status = MPC_OK;
+    d.berr.message[0] = '\0';
+    d.sh = d.sh0;
+    d.sk = d.sk0;
+    d.sht = d.sht0;
+    d.scap = DEC_STACK0;
+    d.marks = d.marks0;
+    d.mcap = DEC_MARKS0;
+    d.md = d.md0;
+    d.mdcap = DEC_MEMO0;
     d.p = pickle;
     d.len = len;
     d.b = b;
@@ -1228,10 +1286,10 @@ mpc_status mpc_value_decode_with(const void *pickle, size_t len, const mpc_decod
         st = step(&d, &stopped, &result);
     }
     drop_to(&d, 0);
-    free(d.sh);
-    free(d.sk);
-    free(d.sht);
-    free(d.marks);
+    free_array(d.sh, d.sh0);
+    free_array(d.sk, d.sk0);
+    free_array(d.sht, d.sht0);
+    free_array(d.marks, d.marks0);
     memo_release(&d);
     if (st) {
         if (result)
