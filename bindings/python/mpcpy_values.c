@@ -120,7 +120,14 @@ static void *mpcpy_b_buffer(void *ctx, mpc_vkind kind, const void *data, size_t 
         /* pickle's BINUNICODE: UTF-8, lone surrogates allowed. */
         o = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
         break;
-    case MPC_V_BYTES: o = PyBytes_FromStringAndSize(data, (Py_ssize_t)len); break;
+    case MPC_V_BYTES:
+        /* A new object also for one byte, as pickle.loads' BINBYTES makes
+         * it (PyBytes_FromStringAndSize() of data would give the shared
+         * one-byte object). */
+        o = PyBytes_FromStringAndSize(len ? NULL : "", (Py_ssize_t)len);
+        if (o && len)
+            memcpy(PyBytes_AS_STRING(o), data, len);
+        break;
     default: o = PyByteArray_FromStringAndSize(data, (Py_ssize_t)len); break;
     }
     return o ? (void *)o : mpcpy_b_fail(err);

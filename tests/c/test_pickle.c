@@ -309,6 +309,18 @@ static void a_pickle_that_calls_os_system_is_refused_naming_the_global(void **st
     REFUSED("\x80\x02" "c__builtin__\neval\n.", "refused opcode GLOBAL of global '__builtin__.eval'",
             "at offset 2");
     REFUSED("\x80\x02" "csubprocess\nPopen\n.", "global 'subprocess.Popen'", NULL);
+    /* Python 2's __builtin__ is builtins below protocol 3 only, as CPython
+     * maps it: at 3 and above it is a module of its own (not allowed). */
+    REFUSED("\x80\x03" "c__builtin__\nset\n]\x85R.", "refused opcode GLOBAL of global "
+            "'__builtin__.set'", "at offset 2");
+    REFUSED("\x80\x04\x8c\x0b__builtin__\x8c\x03set\x93]\x85R.", "refused opcode STACK_GLOBAL "
+            "of global '__builtin__.set'", NULL);
+    mpc_value *v = DECODE("\x80\x02" "c__builtin__\nset\n]\x85R.");
+    assert_repr(v, "set()");
+    mpc_value_free(v);
+    v = DECODE("c__builtin__\nfrozenset\n(]tR.");
+    assert_repr(v, "frozenset()");
+    mpc_value_free(v);
 }
 
 static void reduce_is_refused_outside_the_allow_list_and_its_shapes(void **state)
@@ -707,7 +719,28 @@ static void protocol_0_text_opcodes_decode_as_cpython(void **state)
     mpc_value_free(v);
     REFUSED("S'abc\n.", "must be quoted", NULL);
     REFUSED("F0x10\n.", "could not convert string to float", NULL);
+    /* A FLOAT literal beyond the double range is CPython's OverflowError
+     * (an explicit inf and an underflow are values). */
+    REFUSED("F1e+716\n.", "value too large to convert to float in FLOAT", "at offset 0");
+    REFUSED("F-1e400\n.", "value too large", NULL);
+    v = DECODE("(F1e-400\nF-inf\nFinfinity\nt.");
+    assert_repr(v, "(0.0, -inf, inf)");
+    mpc_value_free(v);
     REFUSED("I1x\n.", "invalid literal for int()", NULL);
+    /* INT forms CPython reads with strtol's rules (octal 011 = 9, hex, a
+     * sign on a two-character bool): only plain decimal is accepted. */
+    REFUSED("I011\n.", "only the plain decimal CPython writes is accepted", "at offset 0");
+    REFUSED("I0x10\n.", "invalid literal for int()", NULL);
+    REFUSED("I-0\n.", "invalid literal for int()", NULL);
+    REFUSED("I+1\n.", "invalid literal for int()", NULL);
+    REFUSED("I-\n.", "invalid literal for int()", NULL);
+    REFUSED("I\n.", "invalid literal for int()", NULL);
+    REFUSED("L007L\n.", "invalid literal for int() in LONG", NULL);
+    REFUSED("L+7L\n.", "invalid literal for int() in LONG", NULL);
+    REFUSED("L1_000L\n.", "invalid literal for int() in LONG", NULL);
+    v = DECODE("(I0\nI-10\nI10\nL0L\nL-7L\nL99999999999999999999L\nt.");
+    assert_repr(v, "(0, -10, 10, 0, -7, 99999999999999999999)");
+    mpc_value_free(v);
     REFUSED("V\\u12\n.", "truncated \\uXXXX", NULL);
     /* Python 2 str: ASCII by default, as Python 3's loads(); options. */
     REFUSED("U\x04" "caf\xe9.", "non-ASCII byte 0xe9 in a Python 2 str of SHORT_BINSTRING", NULL);

@@ -87,6 +87,7 @@ typedef struct dec {
     uint32_t max_depth;
     int check_depth; /* the builder does not bound nesting: the decoder does */
     mpc_py2str py2_str;
+    int proto; /* of the last PROTO opcode (0 before any) */
     mpc_error *err;
     /* not cleared on entry: */
     mpc_error berr; /* a builder call's failure */
@@ -518,15 +519,22 @@ static mpc_status push_bigint(dec *d, const unsigned char *s, size_t n, int text
     return push_h(d, h, MPC_V_INT, 1);
 }
 
-/* Decimal text of INT and LONG: [-+]digits. */
+/* Decimal text of INT and LONG.  CPython reads both with the rules of
+ * base 0 (INT through C's strtol: "011" is octal 9; LONG through int(s, 0):
+ * "0x10" is 16, "1_000" is 1000; spaces and '+' pass; and an INT of any
+ * two characters that read as 0 or 1, such as "-0", is a bool), but
+ * writes only plain decimal: "-5", "0", "123" (then "L" for LONG).  So only
+ * that is accepted, never a text CPython would read as another value. */
 static mpc_status push_int_text(dec *d, const char *s, size_t n)
 {
     int neg = 0;
     size_t i = 0;
-    if (i < n && (s[i] == '-' || s[i] == '+'))
+    if (i < n && s[i] == '-')
         neg = s[i++] == '-';
-    if (i == n)
-        return fail(d, "invalid literal for int() in %s", op_name(d->p[d->op_at]));
+    if (i == n || (s[i] == '0' && (n - i > 1 || neg)))
+        return fail(d, "invalid literal for int() in %s (only the plain decimal CPython writes "
+                       "is accepted)",
+                    op_name(d->p[d->op_at]));
     uint64_t v = 0;
     int big = 0;
     for (size_t k = i; k < n; k++) {
@@ -540,11 +548,8 @@ static mpc_status push_int_text(dec *d, const char *s, size_t n)
     }
     if (!big && v <= (uint64_t)INT64_MAX + (uint64_t)neg)
         return push_scalar(d, MPC_V_INT, neg ? (int64_t)(0 - v) : (int64_t)v, 0);
-    /* "[-]digits" for the builder: the sign byte right before the digits
-     * is the text's own '-', or there is none. */
-    if (neg && s[i - 1] == '-')
-        return push_bigint(d, (const unsigned char *)s + i - 1, n - i + 1, 1);
-    return push_bigint(d, (const unsigned char *)s + i, n - i, 1);
+    /* "[-]digits" for the builder: the text itself. */
+    return push_bigint(d, (const unsigned char *)s, n, 1);
 }
 
 /* LONG1/LONG4 payload: little-endian two's complement. */
@@ -578,6 +583,10 @@ static mpc_status push_float_text(dec *d, const char *s, size_t n)
     double f = strtod(buf, &end);
     if (end != buf + n)
         return fail(d, "could not convert string to float in FLOAT");
+    /* A finite literal beyond the double range: CPython raises
+     * OverflowError (an underflow to 0 or a subnormal is fine). */
+    if (isinf(f) && !strpbrk(buf, "iI"))
+        return fail(d, "value too large to convert to float in FLOAT");
     return push_scalar(d, MPC_V_FLOAT, 0, f);
 }
 
@@ -819,10 +828,12 @@ static mpc_status tuple_n(dec *d, size_t n)
 
 /* --- globals and REDUCE --- */
 
-static int global_id(const char *mod, size_t ml, const char *name, size_t nl)
+/* The allowed global named module.name, or 0.  Python 2's "__builtin__"
+ * is "builtins" only below protocol 3, as CPython maps it (fix_imports). */
+static int global_id(const dec *d, const char *mod, size_t ml, const char *name, size_t nl)
 {
 #define IS(s, l, lit) ((l) == sizeof(lit) - 1 && memcmp((s), (lit), (l)) == 0)
-    if (IS(mod, ml, "builtins") || IS(mod, ml, "__builtin__")) {
+    if (IS(mod, ml, "builtins") || (IS(mod, ml, "__builtin__") && d->proto < 3)) {
         if (IS(name, nl, "set"))
             return G_SET;
         if (IS(name, nl, "frozenset"))
@@ -840,7 +851,7 @@ static int global_id(const char *mod, size_t ml, const char *name, size_t nl)
 
 static mpc_status push_global(dec *d, const char *mod, size_t ml, const char *name, size_t nl)
 {
-    int id = global_id(mod, ml, name, nl);
+    int id = global_id(d, mod, ml, name, nl);
     if (!id) {
         char m[96], n[96];
         mpc__repr_bytes(mod, ml, m, sizeof m);
@@ -1016,6 +1027,7 @@ static mpc_status step(dec *d, int *stopped, void **result)
             return st;
         if (b[0] > 5)
             return fail(d, "unsupported pickle protocol: %d", b[0]);
+        d->proto = b[0];
         return MPC_OK;
     case 0x95: /* FRAME: framing is advisory; only check the claim. */
         if ((st = take(d, 8, &b)))
