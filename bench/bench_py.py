@@ -4,20 +4,49 @@ pyzmq PAIR sockets, driven identically.
     python bench_py.py IMPL MODE SIZE COUNT TRANSPORT
 
 IMPL: stock | mpconn (default: exact reads) | mpconn-ra (read_ahead=True on
-both ends) | zmq | floor (the interpreter floor: both loops on C calls that
-do nothing, no sockets, no fork; pingpong and stream; TRANSPORT ignored).  MODE: pingpong | stream | batch (mpconn:
-send_bytes_many; zmq: not offered) | stream_into (recv_bytes_into a
-preallocated buffer).  The parent measures; a forked child is the peer.
+both ends) | restricted (the measuring end is a restricted Client:
+its recv() decodes with the allow-list decoder) | zmq | floor (the
+interpreter floor: both loops on C calls that do nothing, no sockets, no
+fork; pingpong and stream; TRANSPORT ignored).  MODE: pingpong | stream |
+batch (mpconn: send_bytes_many; zmq: not offered) | stream_into
+(recv_bytes_into a preallocated buffer) | values (the peer streams pickled
+values, the parent takes them with recv(): SIZE picks the set, 0 the
+interop value set, 1 a list of 1000 records; issue 18's restricted recv()
+against recv()).  The parent measures; a forked child is the peer.
 Prints one JSON object like bench_c.  Placement (pinning) is done by the
 driver with taskset, which children inherit.
 """
 import json
 import os
+import pickle
 import sys
 import tempfile
 import time
 
 BATCH = 256
+
+
+def value_set(which):
+    """The values of the "values" mode: 0, the interop value set (the kinds
+    and shapes tests/python/test_restricted.py sends: scalars, str, bytes,
+    containers, nesting, sharing, cycles; a message each); 1, one list of
+    1000 records (a result set of about 60 KiB)."""
+    if which == 1:
+        return [[{"id": i, "name": "user%d" % i, "email": "user%d@example.com" % i,
+                  "score": i / 3.0, "tags": ["a", "b", "c"][: i % 4], "active": i % 2 == 0,
+                  "data": b"\x00\x01" * (i % 8)} for i in range(1000)]]
+    shared = [1, 2]
+    cyc = []
+    cyc.append(cyc)
+    return [None, True, 42, -7, 2**31, 2**64, -(10**30), 1.5, -0.0, float("inf"), "", "hello",
+            "\U0001d11e\xe9\u20ac", "x" * 1000, b"", b"abc", b"\x00\xff" * 100,
+            bytearray(b"ab"), [], [1, [2, [3, []]]], (), (1, "a"), (1, 2, 3, 4), {},
+            {"a": None, "b": [None, 1]}, {(1, 2): "p", frozenset([1]): "f", None: 0, 2.5: True},
+            set(), {1, 2, 3}, frozenset(["a", (1, 2)]),
+            {"name": "Alice", "level": 42, "score": 1337.5,
+             "inventory": ["sword", "shield", "potion"], "position": (10, -3), "online": True},
+            [[i, (i, str(i))] for i in range(50)], [shared, shared, {"k": shared}], cyc,
+            {"k%d" % i: i * 1.5 for i in range(100)}, list(range(1000))]
 
 
 def endpoints(impl, transport):
@@ -88,7 +117,7 @@ def open_pair(impl, transport):
         from mpconn import Client, Listener
         if impl == "mpconn-ra":
             kw = {"read_ahead": True}
-        elif impl != "mpconn":
+        elif impl != "mpconn" and impl != "restricted":
             raise SystemExit("unknown implementation %r" % impl)
     listener = Listener(addr, **kw)
     real = listener.address
@@ -102,13 +131,26 @@ def open_pair(impl, transport):
         return checked(listener.accept())
 
     def client():
+        if impl == "restricted":
+            conn = Client(real, restricted=True)
+            if not conn.restricted:
+                raise SystemExit("restricted did not take")
+            return conn
         return checked(Client(real, **kw))
 
     return server, client
 
 
 def serve(conn, mode, count, size):
-    if mode == "pingpong":
+    if mode == "values":
+        # Pickled once, at the default protocol of multiprocessing's
+        # send(); sent raw, so the sender's cost is the same for all.
+        payloads = [pickle.dumps(v, 4) for v in value_set(size)]
+        n = len(payloads)
+        for i in range(count):
+            conn.send_bytes(payloads[i % n])
+        conn.recv_bytes()
+    elif mode == "pingpong":
         for _ in range(count):
             conn.send_bytes(conn.recv_bytes())
     elif mode == "stream_into":
@@ -139,7 +181,12 @@ def drive(conn, mode, count, payload):
     lat = []
     clock = time.perf_counter
     t0 = clock()
-    if mode == "pingpong":
+    if mode == "values":
+        recv = conn.recv
+        for _ in range(count):
+            recv()
+        conn.send_bytes(b"k")
+    elif mode == "pingpong":
         send, recv = conn.send_bytes, conn.recv_bytes
         for _ in range(count):
             a = clock()
@@ -201,6 +248,9 @@ def main():
         os._exit(code)
     conn = client_setup()
     payload = b"x" * size
+    if mode == "values":
+        sizes = [len(pickle.dumps(v, 4)) for v in value_set(size)]
+        payload = b"x" * (sum(sizes[i % len(sizes)] for i in range(count)) // count)
     secs, lat = drive(conn, mode, count, payload)
     _, status = os.waitpid(pid, 0)
     if status != 0:
@@ -213,7 +263,7 @@ def main():
     print(json.dumps({
         "impl": "py-" + impl, "mode": mode, "size": size, "count": count,
         "seconds": secs, "ops_per_s": count / secs,
-        "mb_per_s": count * size / secs / 1e6, "p50_us": p50, "p99_us": p99,
+        "mb_per_s": count * len(payload) / secs / 1e6, "p50_us": p50, "p99_us": p99,
     }))
 
 

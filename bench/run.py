@@ -24,6 +24,8 @@ Implementations:
                 (floor_us) and, as ops/s and ratios, what the best possible
                 binding could reach: the plain C baseline's time plus floor_us
   py-stock      multiprocessing.connection;  py-zmq: pyzmq PAIR
+  py-restricted mpconn Python whose measuring end recv()s restricted
+                (values mode only, issue 18)
   lua-mpconn    mpconn Lua (default reads);  lua-mpconn-ra: read_ahead
   lua-floor     the Lua floor (SPEC 6): bench/lua_floor.c, the best plain C's
                 framing and buffered reader making one Lua string a message
@@ -68,7 +70,7 @@ BUILD = os.environ.get("MPCONN_BUILD", os.path.join(ROOT, "build"))
 
 SIZES = [16, 1024, 65536, 1 << 20, 16 << 20]
 LARGE = 1 << 20  # the large-message targets hold for both read modes
-MODES = ["pingpong", "stream", "batch", "connect", "connect-auth"]
+MODES = ["pingpong", "stream", "batch", "values", "connect", "connect-auth"]
 COUNTS = {  # messages per run, by mode and size: about 0.1-0.5 s each
     # (16 MiB: 20 round trips / 64 messages measured mostly the first-touch
     # page faults of a garbage-collected receiver's first strings, not its
@@ -77,6 +79,13 @@ COUNTS = {  # messages per run, by mode and size: about 0.1-0.5 s each
     "stream": {16: 200000, 1024: 100000, 65536: 10000, 1 << 20: 1000, 16 << 20: 96},
 }
 COUNTS["batch"] = COUNTS["stream"]
+# The values mode (bench_py.py): recv() of pickled values streamed by the
+# peer; "size" picks the set (0: the interop value set, a message per
+# value; 1: a list of 1000 records a message).  Restricted recv() against
+# recv() (pickle.loads) and stock CPython's (issue 18).
+COUNTS["values"] = {0: 100000, 1: 500}
+VALUE_SETS = {0: "interop", 1: "records"}
+VALUES_IMPLS = ("py-mpconn", "py-restricted", "py-stock")
 # Connections per run for the handshake cost (mpconn C only).
 COUNTS["connect"] = COUNTS["connect-auth"] = {0: 2000}
 # Stock CPython moves 1 MiB and 16 MiB messages at 0.1-0.25x the others'
@@ -112,8 +121,8 @@ def count_for(impl, mode, size, scale=1.0):
 # Implementations in table order; the read-ahead variants next to their
 # default-mode twins.
 IMPLS = ["c-plain", "c-plainbuf", "c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra",
-         "py-floor", "lua-mpconn", "lua-mpconn-ra", "lua-floor", "lua-luasocket", "py-stock",
-         "py-zmq",
+         "py-restricted", "py-floor", "lua-mpconn", "lua-mpconn-ra", "lua-floor",
+         "lua-luasocket", "py-stock", "py-zmq",
          "aio-mpconn", "aio-streams", "aio-protocol", "aio-threads",
          "aio-mpconn-uv", "aio-streams-uv", "aio-protocol-uv", "aio-threads-uv"]
 # Those offering a batched send (send_many / send_bytes_many).
@@ -163,7 +172,14 @@ def cells(impls, quick, modes=MODES, sizes=None):
                     continue
                 if impl.startswith("aio-") and (mode, size) not in AIO_COUNTS:
                     continue
+                if impl == "py-restricted":
+                    continue
                 yield mode, size, impl
+    if "values" in modes:
+        for size in sorted(VALUE_SETS):
+            for impl in impls:
+                if impl in VALUES_IMPLS:
+                    yield "values", size, impl
     for mode in ("connect", "connect-auth"):
         if "c-mpconn" in impls and mode in modes:
             yield mode, 0, "c-mpconn"
@@ -278,6 +294,9 @@ def main():
         row["vs_plain_c"] = row["ops_per_s"] / b if b else None
         row["vs_best_c"] = row["ops_per_s"] / best if best else None
         row["vs_stock"] = row["ops_per_s"] / s if s else None
+        if row["impl"] == "py-restricted":
+            m = base(row, "py-mpconn")
+            row["vs_recv"] = row["ops_per_s"] / m if m else None
         if row["impl"].startswith("aio-mpconn"):
             uv = "-uv" if row["impl"].endswith("-uv") else ""
             for other in ("streams", "protocol", "threads"):
@@ -450,6 +469,14 @@ def print_targets(results, placement="pinned", transport="unix"):
                 c_lua.append("%s %s %.2f" % (human(size), mode, c["ops_per_s"] / l["ops_per_s"]))
     checks.append(("(reported) C/Lua, default mode (not a target since issue 15)",
                    "; ".join(c_lua) or "-", "info"))
+    # Issue 18: restricted recv() at least as fast as recv() (pickle.loads)
+    # on the value set; stock CPython's recv() reported beside it.
+    for size, label in sorted(VALUE_SETS.items()):
+        r = row("py-restricted", "values", size)
+        v = r.get("vs_recv") if r else None
+        checks.append(("Python restricted recv() >= 1.0x recv() (pickle.loads), %s (issue 18)"
+                       % label, "-" if v is None else "%.2f (%.2fx stock CPython's recv())" % (
+                           v, r.get("vs_stock") or 0), None if v is None else v >= 1.0))
     # The Python interpreter floor beside the 16 B rows.
     for mode in ("pingpong", "stream"):
         f = row("py-floor", mode, 16)
@@ -516,6 +543,13 @@ def _cpu_model():
     return platform.processor()
 
 
+def size_label(r):
+    """A row's size column: bytes, or the value set of the values mode."""
+    if r["mode"] == "values":
+        return VALUE_SETS.get(r["size"], str(r["size"]))
+    return human(r["size"])
+
+
 def human(size):
     for unit, n in (("MiB", 1 << 20), ("KiB", 1024)):
         if size >= n:
@@ -545,17 +579,17 @@ def print_table(results, machine):
     for r in rows:
         if "skipped" in r:
             print("%-6s %-4s %-8s %-7s %-16s  skipped: %s" % (
-                r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+                r["placement"], r["transport"], r["mode"], size_label(r), r["impl"],
                 r["skipped"]))
             continue
         if "ops_per_s" not in r:
             print("%-6s %-4s %-8s %-7s %-16s  FAILED: %s" % (
-                r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+                r["placement"], r["transport"], r["mode"], size_label(r), r["impl"],
                 r.get("error", "")[:60]))
             continue
         fmt = lambda v: "%.2f" % v if v is not None else "-"
         print("%-6s %-4s %-8s %-7s %-16s %12.0f %10.1f %9s %8s %8s %9s %8s %8s%s" % (
-            r["placement"], r["transport"], r["mode"], human(r["size"]), r["impl"],
+            r["placement"], r["transport"], r["mode"], size_label(r), r["impl"],
             r["ops_per_s"], r["mb_per_s"],
             "%.1f" % r["p50_us"] if "p50_us" in r else "-",
             fmt(r.get("vs_plain_c")), fmt(r.get("vs_best_c")), fmt(r.get("vs_stock")),

@@ -257,13 +257,13 @@ static uint64_t le(const unsigned char *b, int n)
 
 /* --- handles --- */
 
-static void h_ref(dec *d, void *h, int kind)
+static inline void h_ref(dec *d, void *h, int kind)
 {
     if (kind != MPC__V_GLOBAL)
         d->b->ref(d->ctx, h);
 }
 
-static void h_release(dec *d, void *h, int kind)
+static inline void h_release(dec *d, void *h, int kind)
 {
     if (kind != MPC__V_GLOBAL)
         d->b->release(d->ctx, h);
@@ -273,28 +273,34 @@ static void h_release(dec *d, void *h, int kind)
 
 static size_t fence(const dec *d) { return d->mn ? d->marks[d->mn - 1] : 0; }
 
+/* Doubles the stack; 0, or -1 on out of memory (the stack unchanged). */
+static int grow_stack(dec *d)
+{
+    size_t ncap = d->scap * 2;
+    void **sh = grow_array(d->sh, d->sh0, d->sn, ncap, sizeof *sh);
+    unsigned char *sk = grow_array(d->sk, d->sk0, d->sn, ncap, sizeof *sk);
+    uint32_t *sht = grow_array(d->sht, d->sht0, d->sn, ncap, sizeof *sht);
+    if (sh)
+        d->sh = sh;
+    if (sk)
+        d->sk = sk;
+    if (sht)
+        d->sht = sht;
+    if (!sh || !sk || !sht)
+        return -1;
+    d->scap = ncap;
+    return 0;
+}
+
 /* Pushes h (a reference the stack takes; released on failure).  A NULL h
  * is a builder call that failed. */
-static mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
+static inline mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
 {
     if (!h)
         return builder_failed(d);
-    if (d->sn == d->scap) {
-        size_t ncap = d->scap * 2;
-        void **sh = grow_array(d->sh, d->sh0, d->sn, ncap, sizeof *sh);
-        unsigned char *sk = grow_array(d->sk, d->sk0, d->sn, ncap, sizeof *sk);
-        uint32_t *sht = grow_array(d->sht, d->sht0, d->sn, ncap, sizeof *sht);
-        if (sh)
-            d->sh = sh;
-        if (sk)
-            d->sk = sk;
-        if (sht)
-            d->sht = sht;
-        if (!sh || !sk || !sht) {
-            h_release(d, h, kind);
-            return nomem(d);
-        }
-        d->scap = ncap;
+    if (d->sn == d->scap && grow_stack(d) < 0) {
+        h_release(d, h, kind);
+        return nomem(d);
     }
     d->sh[d->sn] = h;
     d->sk[d->sn] = (unsigned char)kind;
@@ -304,7 +310,7 @@ static mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
 }
 
 /* A new scalar of the builder. */
-static mpc_status push_scalar(dec *d, mpc_vkind kind, int64_t i, double f)
+static inline mpc_status push_scalar(dec *d, mpc_vkind kind, int64_t i, double f)
 {
     return push_h(d, d->b->scalar(d->ctx, kind, i, f, &d->berr), kind, 1);
 }
@@ -458,9 +464,10 @@ static mpc_status memo_put(dec *d, int64_t key)
     return MPC_OK;
 }
 
-static mpc_status memo_get(dec *d, int64_t key)
+static inline mpc_status memo_get(dec *d, int64_t key)
 {
-    ment *m = memo_find(d, key);
+    ment *m = key >= 0 && (uint64_t)key < d->mdhi && d->md[key].used ? &d->md[key]
+                                                                      : memo_find(d, key);
     if (!m)
         return fail(d, "memo key %lld not found", (long long)key);
     h_ref(d, m->h, m->kind);
@@ -709,41 +716,22 @@ static mpc_status push_unicode_op(dec *d, const char *s, size_t n)
 
 static uint32_t taller(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
-/* Moves stack[from..sn) into a container of kind: a new one (c_at is
- * SIZE_MAX; it is pushed) or the one at stack index c_at.  Problems the
- * decoder finds itself (an allowed global as an item, an odd number of
- * items for a dict) are reported where CPython's order of insertion meets
- * them: the items before go to the builder first, whose own failure (an
- * unhashable key, say) comes first. */
-static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
+/* fill() when the items hold a problem the decoder finds itself (an
+ * allowed global as an item, an odd number of items for a dict), reported
+ * where CPython's order of insertion meets it: the items before go to the
+ * builder first, whose own failure (an unhashable key, say) comes first.
+ * bad: the index of the first global, or n. */
+static mpc_status fill_problem(dec *d, int kind, size_t from, size_t c_at, size_t bad)
 {
-    size_t n = d->sn - from, ok = n, i;
-    int problem = 0; /* 1: a global at index bad; 2: odd number of items */
-    size_t bad = 0;
-    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at], top = 0;
-    for (i = 0; i < n; i++) {
-        if (d->sk[from + i] == MPC__V_GLOBAL) {
-            problem = 1;
-            bad = i;
-            break;
-        }
-        top = taller(top, d->sht[from + i]);
-    }
-    if (kind == MPC_V_DICT) {
-        if (problem)
-            ok = bad - bad % 2;
-        else if (n % 2) {
-            problem = 2;
-            ok = n - 1;
-        }
-    } else if (problem) {
+    size_t n = d->sn - from, ok, i;
+    int problem = bad < n ? 1 : 2; /* 1: a global at index bad; 2: odd number of items */
+    if (kind == MPC_V_DICT)
+        ok = problem == 1 ? bad - bad % 2 : n - 1;
+    else
         ok = bad;
-    }
-    if (ok < i) /* (items left out by a problem: not counted) */
-        for (top = 0, i = 0; i < ok; i++)
-            top = taller(top, d->sht[from + i]);
-    if (ok)
-        h = taller(h, top + 1);
+    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
+    for (i = 0; i < ok; i++)
+        h = taller(h, d->sht[from + i] + 1);
     mpc_status st = MPC_OK;
     if (d->check_depth && h > d->max_depth) {
         st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
@@ -763,17 +751,45 @@ static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
     d->sn = from;
     if ((c_at == SIZE_MAX && !c) || st)
         return builder_failed(d);
-    if (problem) {
-        if (c)
-            d->b->release(d->ctx, c);
-        if (problem == 1)
-            return global_as_value(d, g);
-        return fail(d, "odd number of items for %s", op_name(d->p[d->op_at]));
-    }
     if (c)
-        return push_h(d, c, kind, h);
-    d->sht[c_at] = h;
-    return MPC_OK;
+        d->b->release(d->ctx, c);
+    if (problem == 1)
+        return global_as_value(d, g);
+    return fail(d, "odd number of items for %s", op_name(d->p[d->op_at]));
+}
+
+/* Moves stack[from..sn) into a container of kind: a new one (c_at is
+ * SIZE_MAX; it is pushed) or the one at stack index c_at. */
+static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
+{
+    size_t n = d->sn - from, i;
+    const unsigned char *sk = d->sk + from;
+    const uint32_t *sht = d->sht + from;
+    uint32_t top = 0;
+    for (i = 0; i < n; i++) {
+        if (sk[i] == MPC__V_GLOBAL)
+            break;
+        top = taller(top, sht[i]);
+    }
+    if (i < n || (kind == MPC_V_DICT && n % 2))
+        return fill_problem(d, kind, from, c_at, i);
+    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
+    if (n)
+        h = taller(h, top + 1);
+    if (d->check_depth && h > d->max_depth) {
+        mpc_status st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
+                             (unsigned)d->max_depth);
+        drop_to(d, from);
+        return st;
+    }
+    d->sn = from; /* the builder takes the items */
+    if (c_at != SIZE_MAX) {
+        if (d->b->add(d->ctx, d->sh[c_at], (mpc_vkind)kind, d->sh + from, n, &d->berr))
+            return builder_failed(d);
+        d->sht[c_at] = h;
+        return MPC_OK;
+    }
+    return push_h(d, d->b->make(d->ctx, (mpc_vkind)kind, d->sh + from, n, &d->berr), kind, h);
 }
 
 /* Builds a new container of kind from the items above the latest mark. */
