@@ -899,12 +899,17 @@ typedef struct mpc_decode_options {
  *
  * Safety: nothing is ever executed or imported.  The only globals accepted
  * are the constructors CPython itself writes for these kinds, with exactly
- * CPython's argument shapes: builtins/__builtin__ set([...]),
- * frozenset([...]), bytearray(), bytearray(bytes), bytearray(u'..',
- * 'latin-1') (Python 2), bytes(), and _codecs.encode(u'..', 'latin1').  Any
- * other GLOBAL/STACK_GLOBAL target, REDUCE of anything else, and the opcodes
+ * CPython's argument shapes: builtins set([...]), frozenset([...]),
+ * bytearray(), bytearray(bytes), bytearray(u'..', 'latin-1') (Python 2),
+ * bytes(), and _codecs.encode(u'..', 'latin1'); Python 2's __builtin__
+ * names them below protocol 3, as CPython maps it.  Any other
+ * GLOBAL/STACK_GLOBAL target, REDUCE of anything else, and the opcodes
  * BUILD, INST, OBJ, NEWOBJ, NEWOBJ_EX, PERSID, BINPERSID, EXT1/2/4,
- * NEXT_BUFFER and READONLY_BUFFER are refused.  Every length and count is
+ * NEXT_BUFFER and READONLY_BUFFER are refused.  A value is never read
+ * differently from CPython: the text opcodes INT and LONG are accepted in
+ * the plain decimal CPython writes only (CPython reads them in base 0, so
+ * "I011" would be 9), and a FLOAT literal beyond the double range is
+ * refused as CPython refuses it.  Every length and count is
  * checked against the bytes actually present before anything is allocated;
  * memory use is bounded by a small multiple of len.  Sharing and cycles
  * are kept as the pickle makes them: an object the memo (or DUP) refers to
