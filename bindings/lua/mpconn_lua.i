@@ -130,6 +130,7 @@
 /* ---- what Lua does not get, and why (more in ../mpconn.i) ------------------- */
 /* Structs are built from option tables by the typemaps above. */
 %ignore mpc_options;
+%ignore mpc_tls_options;
 %ignore mpc_options_init;
 %ignore mpc_error;
 %ignore mpc_buf;
