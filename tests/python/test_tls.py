@@ -71,9 +71,9 @@ class Server(object):
     """A TLS Listener in a thread echoing every message of `clients`
     connections in turn; accept failures are recorded, not raised."""
 
-    def __init__(self, tls, clients=1, handshake_timeout=5.0, authkey=KEY):
+    def __init__(self, tls, clients=1, handshake_timeout=5.0, authkey=KEY, read_ahead=False):
         self.listener = Listener(("127.0.0.1", 0), authkey=authkey, tls=tls,
-                                 handshake_timeout=handshake_timeout)
+                                 handshake_timeout=handshake_timeout, read_ahead=read_ahead)
         self.outcomes = []
         self.thread = Thread(self._run, clients)
         self.thread.start()
@@ -103,9 +103,13 @@ class Server(object):
         return self.outcomes
 
 
-def test_messages_of_every_size_round_trip(pki):
-    srv = Server(server_tls(pki))
-    with Client(srv.address, authkey=KEY, tls=TLS(cafile=pki["ca.pem"])) as c:
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["exact", "read-ahead"])
+def test_messages_of_every_size_round_trip(pki, read_ahead):
+    srv = Server(server_tls(pki), read_ahead=read_ahead)
+    with Client(srv.address, authkey=KEY, tls=TLS(cafile=pki["ca.pem"]),
+                read_ahead=read_ahead) as c:
+        c.send_bytes_many([b"a", b"", b"bc" * 1000])
+        assert [c.recv_bytes() for _ in range(3)] == [b"a", b"", b"bc" * 1000]
         for n in (0, 1, 100, 70000, 1 << 20, 16 << 20):
             data = os.urandom(n)
             c.send_bytes(data)
