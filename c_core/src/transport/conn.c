@@ -108,7 +108,8 @@ static mpc_status nb_progress(mpc_conn *c, int for_send);
  * progress, which every call first moves on (nb_progress()). */
 static inline int nb_busy(const mpc_conn *c)
 {
-    return c->nonblocking && (c->connecting || c->tls_handshaking || c->hs || c->olen > c->opos);
+    return c->nonblocking && (c->connecting || c->tls_handshaking || c->hs || c->olen > c->opos ||
+                              mpc__tls_unflushed(c->tls));
 }
 
 static mpc_status check_read(mpc_conn *c)
@@ -1743,9 +1744,10 @@ mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts)
  * ------------------------------------------------------------------------ */
 
 /* Moves on a connect, a handshake and queued output, in that order.
- * MPC_OK when none is left in the way (for_send: queued output neither),
- * MPC_AGAIN with c->want, or the failure (a failed connect or handshake
- * breaks the connection). */
+ * MPC_OK when none is left in the way (for_send 1, a send: queued output
+ * neither; 2, mpc_flush(): nor TLS's unsent records), MPC_AGAIN with
+ * c->want, or the failure (a failed connect or handshake breaks the
+ * connection). */
 static mpc_status nb_progress(mpc_conn *c, int for_send)
 {
     mpc_status st;
@@ -1804,6 +1806,19 @@ static mpc_status nb_progress(mpc_conn *c, int for_send)
         if (st != MPC_OK)
             return st;
     }
+    if (mpc__tls_unflushed(c->tls)) {
+        /* Records TLS made and the socket has not taken yet: a receive or
+         * a send goes on (TLS takes more until its buffer is full); only
+         * mpc_flush() waits for them. */
+        int eno = 0;
+        st = mpc__tls_flush(c->tls, MPC__NOW, &c->intr, &eno);
+        if (st == MPC_AGAIN && for_send == 2) {
+            c->want |= MPC_WANT_WRITE;
+            return set_err(c, MPC_AGAIN, 0, "send: would block (TLS output is queued)");
+        }
+        if (st != MPC_OK && st != MPC_AGAIN)
+            return out_failed(c, st, eno);
+    }
     return MPC_OK;
 }
 
@@ -1815,7 +1830,7 @@ mpc_status mpc_flush(mpc_conn *c)
     mpc_status st = check_common(c);
     if (st != MPC_OK || !c->nonblocking)
         return st;
-    return nb_progress(c, 1);
+    return nb_progress(c, 2);
 }
 
 mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
@@ -1828,6 +1843,7 @@ mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
     if (blocking == !c->nonblocking)
         return MPC_OK;
     if (blocking && (c->connecting || c->tls_handshaking || c->hs || c->olen > c->opos ||
+                     mpc__tls_unflushed(c->tls) ||
                      (c->pending && c->pend_left != c->pend_len)))
         return set_err(c, MPC_INVAL, 0,
                        "cannot switch to blocking mode: a connect, a handshake, queued output "
@@ -1847,7 +1863,7 @@ int mpc_conn_wants(const mpc_conn *c)
     int w = c->want;
     if (c->connecting)
         w |= MPC_WANT_WRITE;
-    if (c->olen > c->opos)
+    if (c->olen > c->opos || mpc__tls_unflushed(c->tls))
         w |= MPC_WANT_WRITE;
     return w;
 }

@@ -202,6 +202,11 @@ mpc_status mpc__tls_read(mpc__tls *t, void *buf, size_t len, mpc__deadline dl,
                          const mpc__intr *intr, size_t *got, int *want, int *eno);
 mpc_status mpc__tls_write(mpc__tls *t, struct iovec *iov, int iovcnt, mpc__deadline dl,
                           const mpc__intr *intr, size_t *put, int *want, int *eno);
+/* 1 while records TLS wrote are still in its send buffer (non-blocking
+ * mode leaves them there when the socket is full); mpc__tls_flush() sends
+ * them (MPC_OK when none is left, MPC_AGAIN with MPC__NOW). */
+int mpc__tls_unflushed(const mpc__tls *t);
+mpc_status mpc__tls_flush(mpc__tls *t, mpc__deadline dl, const mpc__intr *intr, int *eno);
 /* Decrypted or received bytes TLS holds that no read has taken yet. */
 int mpc__tls_pending(const mpc__tls *t);
 /* The text of the last MPC_TLS (library-owned, in t). */
