@@ -1,10 +1,11 @@
 """Stock-CPython peers for the event-loop tests (standard library only).
 
-    py_cq_peer.py clients ADDRESS KEYHEX THREADS ROUNDS
+    py_cq_peer.py clients ADDRESS KEYHEX THREADS ROUNDS [echo]
         THREADS concurrent Clients (one thread each) to ADDRESS; all connect,
         then each makes ROUNDS round trips: even threads send() the tuple
         ("ping", thread, i) and expect ("pong", thread, i) back; odd threads
         send_bytes() b"ping <thread> <i>" and expect b"pong <thread> <i>".
+        With "echo": each expects what it sent.
         Prints PY-OK <threads> (exit 0) or PY-FAIL ... (exit 1).
     py_cq_peer.py listen ADDRESS KEYHEX CLIENTS
         A Listener; prints its address, then serves CLIENTS connections, each
@@ -31,7 +32,7 @@ def address_of(s):
     return s
 
 
-def clients(address, key, nthreads, rounds):
+def clients(address, key, nthreads, rounds, echo=False):
     errors = []
     barrier = threading.Barrier(nthreads)
 
@@ -43,11 +44,11 @@ def clients(address, key, nthreads, rounds):
                 if t % 2 == 0:
                     conn.send(("ping", t, i))
                     got = conn.recv()
-                    want = ("pong", t, i)
+                    want = ("ping" if echo else "pong", t, i)
                 else:
                     conn.send_bytes(b"ping %d %d" % (t, i))
                     got = conn.recv_bytes()
-                    want = b"pong %d %d" % (t, i)
+                    want = (b"ping %d %d" if echo else b"pong %d %d") % (t, i)
                 if got != want:
                     raise AssertionError("thread %d round %d: got %r" % (t, i, got))
             conn.close()
@@ -111,7 +112,7 @@ def main():
     mode, address = sys.argv[1], address_of(sys.argv[2])
     key = None if sys.argv[3] == "-" else bytes.fromhex(sys.argv[3])
     if mode == "clients":
-        clients(address, key, int(sys.argv[4]), int(sys.argv[5]))
+        clients(address, key, int(sys.argv[4]), int(sys.argv[5]), sys.argv[6:7] == ["echo"])
     elif mode == "listen":
         listen(address, key, int(sys.argv[4]))
     else:
