@@ -34,6 +34,9 @@
  * a holder userdata whose __gc frees it if making the string raises a memory
  * error (a host may cap its Lua allocator).  The module never replaces the
  * state's allocator (SPEC 11).
+ * A non-blocking connection (set_timeout(0)) receives through
+ * mpc_recv_bytes_into / mpc_recv_bytes instead (mpcl_recv_nb):
+ * mpc_recv_begin/payload are blocking-only plumbing.
  */
 #include <stdio.h>
 #include <stdlib.h>

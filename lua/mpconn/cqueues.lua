@@ -371,8 +371,13 @@ function M.connect(address, opts)
   local r, e2, code2 = run(self, "flush", false)
   self._timeout = saved
   if not r then
+    if code2 == "TIMEOUT" then
+      self._stage = format("waiting for %s, %d bytes buffered", c:events(), c:buffered())
+    end
     self:close()
-    if code2 == "TIMEOUT" then return nil, "connect to " .. address .. ": timed out", "TIMEOUT" end
+    if code2 == "TIMEOUT" then
+      return nil, format("connect to %s: timed out (%s)", address, self._stage or "?"), "TIMEOUT"
+    end
     return nil, e2, code2
   end
   return self

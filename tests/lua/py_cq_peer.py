@@ -82,7 +82,9 @@ def serve_one(conn):
 
 
 def listen(address, key, nclients):
-    listener = Listener(address, authkey=key)
+    # backlog 16: the Lua clients connect at once (the default 1 drops SYNs,
+    # and their retransmission waits 1, 3, 7 ... seconds).
+    listener = Listener(address, authkey=key, backlog=16)
     a = listener.address
     if isinstance(a, tuple):
         a = "%s:%d" % a

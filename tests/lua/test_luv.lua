@@ -150,8 +150,11 @@ H.test("one luv loop: listener, 8 clients, their servers, spurious wake-ups, a w
     end, handles)
   end
   local guard = uv.new_timer()
-  guard:start(60000, 0, function() for _, h in ipairs(handles) do h() end; ticker:close() end)
   local stopper = uv.new_timer()
+  guard:start(60000, 0, function()
+    for _, h in ipairs(handles) do h() end
+    ticker:close(); stopper:close(); guard:close()
+  end)
   stopper:start(1, 1, function()
     if servers_done == NCLIENTS + 1 and clients_ok + #results >= NCLIENTS + 1 then
       stopper:close(); guard:close(); ticker:close()
