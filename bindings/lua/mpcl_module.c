@@ -207,6 +207,7 @@ void mpcl_options(lua_State *L, int idx, mpc_options *o)
     if (mpcl_optint(L, idx, "max_message_size", &v)) o->max_message_size = (uint64_t)v;
     if (mpcl_optint(L, idx, "unix_mode", &v)) o->unix_mode = (unsigned)v;
     if (mpcl_optint(L, idx, "read_ahead", &v)) o->read_ahead = v != 0;
+    if (mpcl_optint(L, idx, "nonblocking", &v)) o->nonblocking = v != 0;
 }
 
 /* ---- the holder ------------------------------------------------------------ */
