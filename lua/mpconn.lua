@@ -51,6 +51,22 @@
 --                      (as set_timeout(0) right away); connect returns at
 --                      once, the connect and the handshake finish in
 --                      c:flush() or the connection's first calls.
+--   tls                a table (connect and listen only; LuaSec's names):
+--                      TLS first, then the authkey handshake and the
+--                      messages inside it.
+--        certificate   PEM file of our certificate (chain): required by
+--                      a listener, a client's for mutual TLS
+--        key           PEM file of its private key (default: in certificate)
+--        cafile, capath  CAs to verify the peer with (a PEM file, a hashed
+--                      directory).  Client: neither = the system's store.
+--                      Listener: either makes client certificates required
+--        server_name   client: the name the server's certificate must
+--                      carry, also sent as SNI (default: the address's host)
+--        verify        client: false switches verification of the server
+--                      off (explicitly; default true)
+--                      Any TLS failure is nil, message, "TLS" (OpenSSL's
+--                      reason: "certificate verify failed: ...", "wrong
+--                      version number" for a plaintext peer, ...).
 --
 -- Non-blocking mode (SPEC 8; lua/README.md "Event loops"): obj:set_timeout(0)
 -- on a connection or listener.  A call that would wait returns
@@ -148,7 +164,37 @@ local OPTION_KEYS = {
   authkey = true, dialect = true, digest = true, backlog = true, timeout = true,
   connect_timeout = true, handshake_timeout = true, io_timeout = true,
   max_message_size = true, unix_mode = true, read_ahead = true, nonblocking = true,
+  tls = true,
 }
+
+-- The keys of the tls table (LuaSec's names) and what each must be.
+local TLS_KEYS = {
+  certificate = "string", key = "string", cafile = "string", capath = "string",
+  server_name = "string", verify = "boolean",
+}
+
+-- opts.tls -> the table of mpc_tls_options field names the core reads.
+local function c_tls(t, fname)
+  if fname ~= "connect" and fname ~= "listen" then
+    error(format("option tls to '%s': TLS is for connect and listen only", fname), 4)
+  end
+  if type(t) ~= "table" then
+    error(format("option tls to '%s': table expected, got %s", fname, type(t)), 4)
+  end
+  local o = {}
+  for k, v in pairs(t) do
+    local want = TLS_KEYS[k]
+    if not want then error(format("unknown option tls.%s to '%s'", tostring(k), fname), 4) end
+    if type(v) ~= want then
+      error(format("option tls.%s to '%s': %s expected, got %s", k, fname, want, type(v)), 4)
+    end
+    if want == "string" and v:find("\0", 1, true) then
+      error(format("option tls.%s to '%s': the string contains a zero byte", k, fname), 4)
+    end
+    if k == "verify" then o.no_verify = not v else o[k] = v end
+  end
+  return o
+end
 
 local function opt_ms(v, key, fname)
   if v == nil then return nil end
@@ -221,6 +267,7 @@ local function c_options(opts, n, fname)
     error(format("option nonblocking to '%s': boolean expected, got %s", fname, type(nb)), 3)
   end
   o.nonblocking = nb and 1 or nil
+  if opts.tls ~= nil then o.tls = c_tls(opts.tls, fname) end
   return o
 end
 
