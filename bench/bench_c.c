@@ -12,9 +12,19 @@
  *                          large payloads are read straight into their buffer
  *                mpconn    mpconn C, default (exact) reads
  *                mpconn-ra mpconn C, read-ahead on both ends
- *     MODE       pingpong | stream | batch | connect | connect-auth
- *                (batch: mpconn*; connect*: mpconn only, SIZE ignored)
+ *                mpconn-tls mpconn C over TLS (default reads, no authkey, as
+ *                          the mpconn rows), TCP only
+ *     MODE       pingpong | stream | batch | connect | connect-auth |
+ *                connect-tls
+ *                (batch: mpconn*; connect*: mpconn only, SIZE ignored;
+ *                connect-tls: the TLS handshake and then the authkey one,
+ *                TCP only)
  *     TRANSPORT  unix | tcp
+ *
+ * TLS needs certificates from tests/tls/make_certs.sh: the directory is
+ * $MPCONN_BENCH_CERTS (bench/run.py makes one per run); the server uses
+ * server.pem/.key, the client verifies it with ca.pem (the default
+ * verification of a client, name checked against 127.0.0.1).
  *     PIN        1 = both processes on CPU 0, 0 = free
  *
  * Prints one JSON object: {"impl":..., "ops_per_s":..., "mb_per_s":...,
@@ -304,11 +314,38 @@ static void server(const bench_io *io, void *h, const char *mode, size_t size, l
     (void)size;
 }
 
+/* TLS options from $MPCONN_BENCH_CERTS: the listener's (certificate and
+ * key) and the client's (the CA that signed it). */
+static char g_cert[512], g_key[512], g_ca[512];
+static mpc_tls_options g_tls_server, g_tls_client;
+
+static int tls_setup(const char *transport)
+{
+    const char *dir = getenv("MPCONN_BENCH_CERTS");
+    if (strcmp(transport, "tcp") != 0) {
+        fprintf(stderr, "TLS rows run over TCP only\n");
+        return -1;
+    }
+    if (!dir || !*dir) {
+        fprintf(stderr, "TLS rows need MPCONN_BENCH_CERTS: a directory made by "
+                        "`bash tests/tls/make_certs.sh DIR`\n");
+        return -1;
+    }
+    snprintf(g_cert, sizeof g_cert, "%s/server.pem", dir);
+    snprintf(g_key, sizeof g_key, "%s/server.key", dir);
+    snprintf(g_ca, sizeof g_ca, "%s/ca.pem", dir);
+    g_tls_server.certificate = g_cert;
+    g_tls_server.key = g_key;
+    g_tls_client.cafile = g_ca;
+    return 0;
+}
+
 /* Connections per second through mpc_connect + mpc_listener_accept + one
  * 1-byte message, with or without the authkey handshake (mode "connect" /
- * "connect-auth"): the difference is what the handshake costs, compared
+ * "connect-auth"), or with TLS and then the authkey handshake
+ * ("connect-tls"): the differences are what the handshakes cost, compared
  * with the connect itself. */
-static int connect_bench(const char *transport, long count, int auth)
+static int connect_bench(const char *transport, long count, int auth, int tls)
 {
     char spec[128];
     if (strcmp(transport, "tcp") == 0)
@@ -316,12 +353,17 @@ static int connect_bench(const char *transport, long count, int auth)
     else
         snprintf(spec, sizeof spec, "/tmp/mpconn-bench-%d.sock", (int)getpid());
     unlink(spec);
-    mpc_options o;
+    mpc_options o, co;
     mpc_options_init(&o);
     o.backlog = 64;
     if (auth) {
         o.authkey = "bench-key";
         o.authkey_len = 9;
+    }
+    co = o; /* the client's: the same but for TLS */
+    if (tls) {
+        o.tls = &g_tls_server;
+        co.tls = &g_tls_client;
     }
     mpc_error err;
     mpc_listener *l;
@@ -352,7 +394,7 @@ static int connect_bench(const char *transport, long count, int auth)
     double t0 = now_s();
     for (long i = 0; i < count; i++) {
         mpc_conn *c;
-        if (mpc_connect(addr, &o, &c, &err) != MPC_OK) {
+        if (mpc_connect(addr, &co, &c, &err) != MPC_OK) {
             fprintf(stderr, "connect: %s\n", err.message);
             return 2;
         }
@@ -373,7 +415,8 @@ static int connect_bench(const char *transport, long count, int auth)
     printf("{\"impl\": \"c-mpconn\", \"mode\": \"%s\", \"size\": 0, \"count\": %ld, "
            "\"seconds\": %.6f, \"ops_per_s\": %.1f, \"mb_per_s\": 0, \"p50_us\": %.2f, "
            "\"p99_us\": 0}\n",
-           auth ? "connect-auth" : "connect", count, secs, (double)count / secs,
+           tls ? "connect-tls" : auth ? "connect-auth" : "connect", count, secs,
+           (double)count / secs,
            secs / (double)count * 1e6);
     return 0;
 }
@@ -392,8 +435,9 @@ static void set_mode(mpc_conn *c, int ra)
 int main(int argc, char **argv)
 {
     if (argc != 7) {
-        fprintf(stderr, "usage: bench_c plain|plainbuf|mpconn|mpconn-ra "
-                        "pingpong|stream|batch|connect|connect-auth SIZE COUNT unix|tcp PIN\n");
+        fprintf(stderr, "usage: bench_c plain|plainbuf|mpconn|mpconn-ra|mpconn-tls "
+                        "pingpong|stream|batch|connect|connect-auth|connect-tls SIZE COUNT "
+                        "unix|tcp PIN\n");
         return 2;
     }
     const char *impl = argv[1], *mode = argv[2], *transport = argv[5];
@@ -401,29 +445,35 @@ int main(int argc, char **argv)
     long count = atol(argv[4]);
     int pin = atoi(argv[6]);
     int is_ra = strcmp(impl, "mpconn-ra") == 0;
-    int is_mpc = is_ra || strcmp(impl, "mpconn") == 0;
+    int is_tls = strcmp(impl, "mpconn-tls") == 0;
+    int is_mpc = is_ra || is_tls || strcmp(impl, "mpconn") == 0;
     int is_buf = strcmp(impl, "plainbuf") == 0;
     if (!is_mpc && !is_buf && strcmp(impl, "plain") != 0) {
         fprintf(stderr, "unknown implementation %s\n", impl);
         return 2;
     }
-    const char *label = is_ra ? "c-mpconn-ra" : is_mpc ? "c-mpconn" : is_buf ? "c-plainbuf"
-                                                                        : "c-plain";
+    const char *label = is_ra ? "c-mpconn-ra" : is_tls ? "c-mpconn-tls" : is_mpc ? "c-mpconn"
+                                                         : is_buf ? "c-plainbuf" : "c-plain";
     const bench_io *io = is_mpc ? &MPC : is_buf ? &PLAINBUF : &PLAIN;
     if (strncmp(mode, "connect", 7) == 0) {
-        if (!is_mpc || is_ra) {
-            fprintf(stderr, "connect modes need mpconn\n");
+        int tls = strcmp(mode, "connect-tls") == 0;
+        if (!is_mpc || is_ra || is_tls) {
+            fprintf(stderr, "connect modes need mpconn (connect-tls is the TLS one)\n");
             return 2;
         }
+        if (tls && tls_setup(transport) < 0)
+            return 2;
         signal(SIGPIPE, SIG_IGN);
         if (pin)
             pin_cpu0();
-        return connect_bench(transport, count, strcmp(mode, "connect-auth") == 0);
+        return connect_bench(transport, count, tls || strcmp(mode, "connect-auth") == 0, tls);
     }
-    if (strcmp(mode, "batch") == 0 && !is_mpc) {
-        fprintf(stderr, "batch needs mpconn\n");
+    if (strcmp(mode, "batch") == 0 && (!is_mpc || is_tls)) {
+        fprintf(stderr, "batch needs mpconn (without TLS)\n");
         return 2;
     }
+    if (is_tls && tls_setup(transport) < 0)
+        return 2;
     signal(SIGPIPE, SIG_IGN);
     if (pin)
         pin_cpu0();
@@ -436,9 +486,14 @@ int main(int argc, char **argv)
     char addr[256];
     mpc_listener *l = NULL;
     int lfd = -1;
-    mpc_options opts;
+    mpc_options opts, copts;
     mpc_options_init(&opts);
     opts.read_ahead = is_ra;
+    copts = opts;
+    if (is_tls) {
+        opts.tls = &g_tls_server;
+        copts.tls = &g_tls_client;
+    }
     if (is_mpc) {
         char spec[128];
         if (strcmp(transport, "tcp") == 0)
@@ -489,7 +544,7 @@ int main(int argc, char **argv)
     mpc_conn *c = NULL;
     if (is_mpc) {
         mpc_error err;
-        if (mpc_connect(addr, &opts, &c, &err) != MPC_OK) {
+        if (mpc_connect(addr, &copts, &c, &err) != MPC_OK) {
             fprintf(stderr, "connect: %s\n", err.message);
             return 2;
         }

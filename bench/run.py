@@ -17,6 +17,13 @@ Implementations:
                 reader (one read of up to 256 KiB serves many small frames,
                 large payloads read straight into their buffer)
   c-mpconn      mpconn C, default (exact) reads;  c-mpconn-ra: read-ahead
+  c-mpconn-tls  mpconn C over TLS (SPEC 9; TCP only, ping-pong and stream,
+                default reads, no authkey as c-mpconn): compared with
+                c-mpconn in the same run (vs_mpconn; target: the 1 MiB
+                stream at >= 0.5x).  Mode connect-tls (TCP only): TLS and
+                then the authkey handshake per connection, beside connect
+                and connect-auth.  Certificates: tests/tls/make_certs.sh
+                into a temporary directory per run (or $MPCONN_BENCH_CERTS)
   py-mpconn     mpconn Python, default (exact) reads;  py-mpconn-ra: read_ahead=True
   py-floor      the Python interpreter floor (16 B ping-pong and stream only):
                 both loops of bench_py.py on C calls that do nothing, no
@@ -59,9 +66,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,7 +79,7 @@ BUILD = os.environ.get("MPCONN_BUILD", os.path.join(ROOT, "build"))
 
 SIZES = [16, 1024, 65536, 1 << 20, 16 << 20]
 LARGE = 1 << 20  # the large-message targets hold for both read modes
-MODES = ["pingpong", "stream", "batch", "values", "connect", "connect-auth"]
+MODES = ["pingpong", "stream", "batch", "values", "connect", "connect-auth", "connect-tls"]
 COUNTS = {  # messages per run, by mode and size: about 0.1-0.5 s each
     # (16 MiB: 20 round trips / 64 messages measured mostly the first-touch
     # page faults of a garbage-collected receiver's first strings, not its
@@ -88,6 +97,11 @@ VALUE_SETS = {0: "interop", 1: "records"}
 VALUES_IMPLS = ("py-mpconn", "py-restricted", "py-stock")
 # Connections per run for the handshake cost (mpconn C only).
 COUNTS["connect"] = COUNTS["connect-auth"] = {0: 2000}
+# A TLS handshake (EC P-256 certificates) costs about 2 ms: fewer of them.
+COUNTS["connect-tls"] = {0: 400}
+# TLS rows (and the connect-tls mode) run over TCP only.
+TLS_IMPLS = ("c-mpconn-tls",)
+TLS_MODES = ("connect-tls",)
 # Stock CPython moves 1 MiB and 16 MiB messages at 0.1-0.25x the others'
 # rate, so the same counts took it 2-8 s a run (a seventh of the whole
 # benchmark); a quarter of them still runs it 0.3-1 s.  The pure-Lua
@@ -120,9 +134,10 @@ def count_for(impl, mode, size, scale=1.0):
 
 # Implementations in table order; the read-ahead variants next to their
 # default-mode twins.
-IMPLS = ["c-plain", "c-plainbuf", "c-mpconn", "c-mpconn-ra", "py-mpconn", "py-mpconn-ra",
-         "py-restricted", "py-floor", "lua-mpconn", "lua-mpconn-ra", "lua-floor",
-         "lua-luasocket", "py-stock", "py-zmq",
+IMPLS = ["c-plain", "c-plainbuf", "c-mpconn", "c-mpconn-ra", "c-mpconn-tls",
+         "py-mpconn", "py-mpconn-ra", "py-restricted",
+         "py-floor", "lua-mpconn", "lua-mpconn-ra", "lua-floor", "lua-luasocket", "py-stock",
+         "py-zmq",
          "aio-mpconn", "aio-streams", "aio-protocol", "aio-threads",
          "aio-mpconn-uv", "aio-streams-uv", "aio-protocol-uv", "aio-threads-uv"]
 # Those offering a batched send (send_many / send_bytes_many).
@@ -180,9 +195,25 @@ def cells(impls, quick, modes=MODES, sizes=None):
             for impl in impls:
                 if impl in VALUES_IMPLS:
                     yield "values", size, impl
-    for mode in ("connect", "connect-auth"):
+    for mode in ("connect", "connect-auth", "connect-tls"):
         if "c-mpconn" in impls and mode in modes:
             yield mode, 0, "c-mpconn"
+
+
+def tcp_only(mode, impl):
+    return impl in TLS_IMPLS or mode in TLS_MODES
+
+
+def make_certs():
+    """A temporary directory with tests/tls/make_certs.sh's certificates."""
+    d = tempfile.mkdtemp(prefix="mpconn-bench-certs-")
+    try:
+        subprocess.run(["bash", os.path.join(ROOT, "tests", "tls", "make_certs.sh"), d],
+                       check=True, timeout=120)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return d
 
 
 def run_one(cmd, pinned, env):
@@ -225,9 +256,28 @@ def main():
             for mode, size, impl in cells(impls, args.quick, args.modes.split(","),
                                           [int(x) for x in args.sizes.split(",")]
                                           if args.sizes else None)
-            if not impl.startswith("aio-") or (pl, tr) in AIO_PLACES]
-    samples = {}
+            if not impl.startswith("aio-") or (pl, tr) in AIO_PLACES
+            if not tcp_only(mode, impl) or tr == "tcp"]
+    certs = None
+    if any(tcp_only(mode, impl) for _, _, mode, _, impl in plan) and \
+            not env.get("MPCONN_BENCH_CERTS"):
+        try:
+            certs = env["MPCONN_BENCH_CERTS"] = make_certs()
+        except (OSError, subprocess.SubprocessError) as e:
+            print("bench: no certificates for the TLS rows (%s; they need the openssl "
+                  "command): TLS rows left out" % e, file=sys.stderr)
+            plan = [c for c in plan if not tcp_only(c[2], c[4])]
     started = time.time()
+    try:
+        samples = run_plan(plan, reps, args, env, started)
+    finally:
+        if certs:
+            shutil.rmtree(certs, ignore_errors=True)
+    summarize(samples, reps, args, started)
+
+
+def run_plan(plan, reps, args, env, started):
+    samples = {}
     # Interleave: every cell once per repetition, so drift hits all alike.
     for rep in range(reps):
         for pl, tr, mode, size, impl in plan:
@@ -239,7 +289,10 @@ def main():
             samples.setdefault((pl, tr, mode, size, impl), []).append(res)
         print("rep %d/%d done (%.0f s)" % (rep + 1, reps, time.time() - started),
               file=sys.stderr)
+    return samples
 
+
+def summarize(samples, reps, args, started):
     results = []
     for key, runs in samples.items():
         ok = [r for r in runs if "error" not in r and "skipped" not in r]
@@ -302,6 +355,9 @@ def main():
             for other in ("streams", "protocol", "threads"):
                 o = base(row, "aio-%s%s" % (other, uv))
                 row["vs_aio_" + other] = row["ops_per_s"] / o if o else None
+        if row["impl"] in TLS_IMPLS:
+            m = base(row, "c-mpconn")
+            row["vs_mpconn"] = row["ops_per_s"] / m if m else None
         if row["impl"].startswith("lua-"):
             fl, ls = base(row, "lua-floor"), base(row, "lua-luasocket")
             row["x_lua_floor"] = fl / row["ops_per_s"] if fl else None
@@ -339,6 +395,17 @@ def print_handshake_cost(results):
                 tcp_us = 1e6 / tcp["ops_per_s"]
                 line += " (%s than a TCP connection, %.1f us)" % (
                     "less" if hs_us < tcp_us else "MORE", tcp_us)
+            print(line)
+        # TLS (SPEC 9), TCP only: the TLS handshake then the authkey one.
+        auth, tls = by.get((pl, "tcp", "connect-auth")), by.get((pl, "tcp", "connect-tls"))
+        if tcp and tls:
+            tcp_us, tls_us = 1e6 / tcp["ops_per_s"], 1e6 / tls["ops_per_s"]
+            line = ("TLS handshake cost, %s tcp: connection with TLS and key %.1f us = "
+                    "%.1fx a TCP connection without key (%.1f us)" % (
+                        pl, tls_us, tls_us / tcp_us, tcp_us))
+            if auth:
+                line += "; TLS adds %.1f us to the authkey handshake's connection" % (
+                    tls_us - 1e6 / auth["ops_per_s"])
             print(line)
 
 
@@ -526,7 +593,30 @@ def print_targets(results, placement="pinned", transport="unix"):
         hs_us = 1e6 / conn["connect-auth"]["ops_per_s"] - tcp_us
         checks.append(("The handshake costs less than a TCP connection (tcp)",
                        "%.1f us vs %.1f us" % (hs_us, tcp_us), hs_us < tcp_us))
-    print("\nSPEC 6 targets (%s, %s):" % (placement, transport))
+    # TLS (SPEC 9, issue 18), TCP only: the 1 MiB stream at >= 0.5x
+    # plaintext mpconn C in the same run; the other rows and the handshake
+    # reported.
+    tls = row("c-mpconn-tls", "stream", MiB, tr="tcp")
+    checks.append(("TLS 1 MiB stream >= 0.5x plaintext mpconn C (tcp, SPEC 9)",
+                   "-" if not tls or tls.get("vs_mpconn") is None else
+                   "%.2f (%.0f vs %.0f MB/s)" % (tls["vs_mpconn"], tls["mb_per_s"],
+                                                 tls["mb_per_s"] / tls["vs_mpconn"]),
+                   None if not tls or tls.get("vs_mpconn") is None else tls["vs_mpconn"] >= 0.5))
+    other = []
+    for mode in ("pingpong", "stream"):
+        for size in SIZES:
+            r = row("c-mpconn-tls", mode, size, tr="tcp")
+            if r and r.get("vs_mpconn") is not None and (mode, size) != ("stream", MiB):
+                other.append("%s %s %.2f" % (human(size), mode, r["vs_mpconn"]))
+    checks.append(("(reported) TLS / plaintext mpconn C, other rows (tcp)",
+                   "; ".join(other) or "-", "info"))
+    if "connect" in conn and "connect-tls" in conn:
+        tcp_us = 1e6 / conn["connect"]["ops_per_s"]
+        tls_us = 1e6 / conn["connect-tls"]["ops_per_s"]
+        checks.append(("(reported) connection with TLS and key, vs a TCP connection (tcp)",
+                       "%.1f us vs %.1f us (%.1fx)" % (tls_us, tcp_us, tls_us / tcp_us), "info"))
+    print("\nSPEC 6 targets, and SPEC 9's for TLS (%s, %s unless marked tcp):" % (
+        placement, transport))
     for what, got, ok in checks:  # ok None: not measured in this run; "info": no target
         print("  %-4s %-72s %s" % ("--" if ok is None else "" if ok == "info" else
                                    "met" if ok else "NOT", what, got))
@@ -594,7 +684,8 @@ def print_table(results, machine):
             "%.1f" % r["p50_us"] if "p50_us" in r else "-",
             fmt(r.get("vs_plain_c")), fmt(r.get("vs_best_c")), fmt(r.get("vs_stock")),
             fmt(r.get("x_lua_floor")), fmt(r.get("vs_luasocket")),
-            "  (interpreter %.3f us/msg)" % r["floor_us"] if "floor_us" in r else ""))
+            "  (interpreter %.3f us/msg)" % r["floor_us"] if "floor_us" in r else
+            "  (%.2fx plaintext mpconn C)" % r["vs_mpconn"] if r.get("vs_mpconn") else ""))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@
 # issue 15's rows; not measured idle since), a quarter of it the
 # Lua floor, LuaSocket, Lua read-ahead and Python floor rows (14-17 minutes
 # as measured with other work sharing the cores; --quick: about 2).
+# The TLS rows (c-mpconn-tls, connect-tls; TCP only) make their certificates
+# per run with tests/tls/make_certs.sh, which needs the openssl command
+# (without it they are left out with a note).
 # The Python package is reinstalled when its sources changed since the last run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

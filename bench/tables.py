@@ -21,6 +21,7 @@ import run  # noqa: E402  (the driver: SIZES, human(), print_targets())
 
 IMPLS = [("c-plain", "plain C, CPython's reads"), ("c-plainbuf", "plain C, buffered"),
          ("c-mpconn", "mpconn C"), ("c-mpconn-ra", "mpconn C read-ahead"),
+         ("c-mpconn-tls", "mpconn C over TLS"),
          ("py-mpconn", "mpconn Python"), ("py-mpconn-ra", "mpconn Python read-ahead"),
          ("py-floor", "Python floor ‡"),
          ("lua-mpconn", "mpconn Lua"), ("lua-mpconn-ra", "mpconn Lua read-ahead"),
@@ -181,6 +182,46 @@ def asyncio_tables(results, placement, transport):
     return "\n".join(out)
 
 
+def tls_table(results, placement):
+    """TLS (SPEC 9, issue 18), TCP only: mpconn C over TLS against plaintext
+    mpconn C in the same run (target: the 1 MiB stream at >= 0.5x), and the
+    cost of a connection with TLS beside a TCP connect."""
+    by = {(r["mode"], r["size"], r["impl"]): r for r in results
+          if (r["placement"], r["transport"]) == (placement, "tcp") and "ops_per_s" in r}
+    if not any(k[2] == "c-mpconn-tls" or k[0] == "connect-tls" for k in by):
+        return None
+    out = ["### TLS: %s, %s" % (TITLES[placement], TITLES["tcp"]), "",
+           "mpconn C over TLS (certificates of `tests/tls/make_certs.sh`: EC P-256; TLS 1.3) "
+           "against plaintext mpconn C, both default reads and no authkey, same run. The "
+           "target is the 1 MiB stream at ≥ 0.5×.", "",
+           "| case | mpconn C (ops/s) | MB/s | over TLS (ops/s) | MB/s | TLS ÷ plaintext |",
+           "|---|---|---|---|---|---|"]
+    for mode, label in (("pingpong", "ping-pong"), ("stream", "stream")):
+        for size in run.SIZES:
+            p, t = by.get((mode, size, "c-mpconn")), by.get((mode, size, "c-mpconn-tls"))
+            if not t:
+                continue
+            out.append("| %s %s | %s | %s | %s | %.1f | %s |" % (
+                run.human(size), label,
+                "{:,.0f}".format(p["ops_per_s"]) if p else "–",
+                "%.1f" % p["mb_per_s"] if p else "–",
+                "{:,.0f}".format(t["ops_per_s"]), t["mb_per_s"],
+                "%.2f" % t["vs_mpconn"] if t.get("vs_mpconn") else "–"))
+    conns = [(m, l) for m, l in (("connect", "TCP connection, no key"),
+                                 ("connect-auth", "with the authkey handshake"),
+                                 ("connect-tls", "with TLS and then the authkey handshake"))
+             if (m, 0, "c-mpconn") in by]
+    if conns:
+        tcp = by.get(("connect", 0, "c-mpconn"))
+        out += ["", "| connection (connect, accept, one 1-byte message) | µs | × TCP connection |",
+                "|---|---|---|"]
+        for m, label in conns:
+            us = 1e6 / by[(m, 0, "c-mpconn")]["ops_per_s"]
+            out.append("| %s | %.1f | %s |" % (
+                label, us, "%.1f" % (us * tcp["ops_per_s"] / 1e6) if tcp else "–"))
+    return "\n".join(out)
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(run.BUILD, "bench-results.json")
     with open(path) as f:
@@ -198,6 +239,10 @@ def main():
                 at = asyncio_tables(results, pl, tr)
                 if at:
                     print(at)
+                    print()
+                tt = tls_table(results, pl) if tr == "tcp" else None
+                if tt:
+                    print(tt)
                     print()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

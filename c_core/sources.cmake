@@ -29,6 +29,7 @@ set(MPCONN_TRANSPORT_SOURCES
   ${MPCONN_SRC_DIR}/transport/conn.c
   ${MPCONN_SRC_DIR}/transport/io_posix.c
   ${MPCONN_SRC_DIR}/transport/listener.c
+  ${MPCONN_SRC_DIR}/transport/tls.c
   ${MPCONN_SRC_DIR}/transport/wait.c)
 
 # The pure codec (no connection): what the fuzzers need.

@@ -47,6 +47,35 @@
 --                      and watched with a raw poll on its fileno).  With
 --                      read_ahead, this process must be the only reader and
 --                      ask c:poll()/mpconn.wait() for readiness.
+--   nonblocking        true: the object is made in non-blocking mode
+--                      (as set_timeout(0) right away); connect returns at
+--                      once, the connect and the handshake finish in
+--                      c:flush() or the connection's first calls.
+--   tls                a table (connect and listen only; LuaSec's names):
+--                      TLS first, then the authkey handshake and the
+--                      messages inside it.
+--        certificate   PEM file of our certificate (chain): required by
+--                      a listener, a client's for mutual TLS
+--        key           PEM file of its private key (default: in certificate)
+--        cafile, capath  CAs to verify the peer with (a PEM file, a hashed
+--                      directory).  Client: neither = the system's store.
+--                      Listener: either makes client certificates required
+--        server_name   client: the name the server's certificate must
+--                      carry, also sent as SNI (default: the address's host)
+--        verify        client: false switches verification of the server
+--                      off (explicitly; default true)
+--                      Any TLS failure is nil, message, "TLS" (OpenSSL's
+--                      reason: "certificate verify failed: ...", "wrong
+--                      version number" for a plaintext peer, ...).
+--
+-- Non-blocking mode (SPEC 8; lua/README.md "Event loops"): obj:set_timeout(0)
+-- on a connection or listener.  A call that would wait returns
+-- nil, "wantread", "AGAIN" or nil, "wantwrite", "AGAIN" (LuaSec's strings)
+-- having lost nothing, and is simply called again once obj:pollfd() is
+-- ready for obj:events().  Every object is a cqueues pollable (pollfd,
+-- events, timeout); c:pending() is true while a whole message is buffered
+-- (receive it before waiting on the descriptor).  mpconn.cqueues wraps all
+-- this for cqueues coroutines.
 --
 -- recv_bytes_into is not offered: Lua strings are immutable, so there is no
 -- caller buffer to receive into; recv_bytes(maxlength) bounds the size.
@@ -77,7 +106,9 @@ local M = {
 ---------------------------------------------------------------------------
 -- Status codes
 ---------------------------------------------------------------------------
-local OK, EOF = core.MPC_OK, core.MPC_EOF
+local OK, EOF, AGAIN = core.MPC_OK, core.MPC_EOF, core.MPC_AGAIN
+local WANT_READ, WANT_WRITE = core.MPC_WANT_READ, core.MPC_WANT_WRITE
+local c_wants = core.mpc_conn_wants
 local NAMES = {}
 setmetatable(NAMES, { __index = function(t, st)
   local name = core.mpc_status_name(st)
@@ -132,8 +163,38 @@ local DIALECTS = {
 local OPTION_KEYS = {
   authkey = true, dialect = true, digest = true, backlog = true, timeout = true,
   connect_timeout = true, handshake_timeout = true, io_timeout = true,
-  max_message_size = true, unix_mode = true, read_ahead = true,
+  max_message_size = true, unix_mode = true, read_ahead = true, nonblocking = true,
+  tls = true,
 }
+
+-- The keys of the tls table (LuaSec's names) and what each must be.
+local TLS_KEYS = {
+  certificate = "string", key = "string", cafile = "string", capath = "string",
+  server_name = "string", verify = "boolean",
+}
+
+-- opts.tls -> the table of mpc_tls_options field names the core reads.
+local function c_tls(t, fname)
+  if fname ~= "connect" and fname ~= "listen" then
+    error(format("option tls to '%s': TLS is for connect and listen only", fname), 4)
+  end
+  if type(t) ~= "table" then
+    error(format("option tls to '%s': table expected, got %s", fname, type(t)), 4)
+  end
+  local o = {}
+  for k, v in pairs(t) do
+    local want = TLS_KEYS[k]
+    if not want then error(format("unknown option tls.%s to '%s'", tostring(k), fname), 4) end
+    if type(v) ~= want then
+      error(format("option tls.%s to '%s': %s expected, got %s", k, fname, want, type(v)), 4)
+    end
+    if want == "string" and v:find("\0", 1, true) then
+      error(format("option tls.%s to '%s': the string contains a zero byte", k, fname), 4)
+    end
+    if k == "verify" then o.no_verify = not v else o[k] = v end
+  end
+  return o
+end
 
 local function opt_ms(v, key, fname)
   if v == nil then return nil end
@@ -201,6 +262,12 @@ local function c_options(opts, n, fname)
     error(format("option read_ahead to '%s': boolean expected, got %s", fname, type(ra)), 3)
   end
   o.read_ahead = ra and 1 or nil
+  local nb = opts.nonblocking
+  if nb ~= nil and type(nb) ~= "boolean" then
+    error(format("option nonblocking to '%s': boolean expected, got %s", fname, type(nb)), 3)
+  end
+  o.nonblocking = nb and 1 or nil
+  if opts.tls ~= nil then o.tls = c_tls(opts.tls, fname) end
   return o
 end
 
@@ -248,8 +315,21 @@ end
 -- nil, message, code for an expected failure of a call on h; raises misuse.
 -- msg: the connection's message, when the caller already read it (the C
 -- methods do, before anything can close h).
+-- MPC_AGAIN (non-blocking mode): nil, "wantread" or "wantwrite", "AGAIN".
+-- The string names what the call itself waits for: "wantwrite" only when
+-- the connection waits for writability alone (a send behind queued
+-- output, a connect, a handshake step that writes); a receive, which also
+-- wants writability while output is queued, says "wantread".  events()
+-- gives the whole set ("rw" then): poll with events(), not the string.
+local function want_string(h)
+  local w = c_wants(h)
+  if w & WANT_READ == 0 and w & WANT_WRITE ~= 0 then return "wantwrite" end
+  return "wantread"
+end
+
 local function conn_fail(h, st, level, msg)
   if st == EOF then return nil, "closed", "EOF" end
+  if st == AGAIN then return nil, want_string(h), "AGAIN" end
   if msg == nil then msg = c_errmsg(h) end
   if msg == nil or msg == "" then msg = core.mpc_strerror(st) end
   if MISUSE[st] then error(msg, (level or 2) + 1) end
@@ -614,17 +694,74 @@ function Connection:buffered()
 end
 
 --- conn:set_timeout(seconds | nil): deadline of each send/recv (nil, a
--- negative number or math.huge: none).  0 raises: it is reserved for the
--- non-blocking mode (SPEC 8), which does not exist yet, and must never
--- mean "no limit" (the C library's 0).
+-- negative number or math.huge: none), in blocking mode.  0: non-blocking
+-- mode (calls that would wait return nil, "wantread"/"wantwrite", "AGAIN").
+-- Leaving non-blocking mode while a connect, a handshake, queued output or
+-- a partly received message is in progress raises: finish it first
+-- (c:flush(), the receive).
 function Connection:set_timeout(t)
   handle(self, "set_timeout")
   if t == 0 then
-    argerror(1, "set_timeout", "0 is reserved for the non-blocking mode, not available yet; "
-      .. "use a positive number of seconds, or nil for no limit")
+    local h = handle(self, "set_timeout")
+    local st = core.mpc_conn_set_blocking(h, 0)
+    if st ~= OK then error(c_errmsg(h) or core.mpc_strerror(st), 2) end
+    return
   end
   local ms = to_ms(t, 1, "set_timeout", -1)
-  core.mpc_conn_set_timeout(handle(self, "set_timeout"), ms)
+  local h = handle(self, "set_timeout")
+  if core.mpc_conn_blocking(h) == 0 then
+    local st = core.mpc_conn_set_blocking(h, 1)
+    if st ~= OK then error("set_timeout: " .. (c_errmsg(h) or core.mpc_strerror(st)), 2) end
+  end
+  core.mpc_conn_set_timeout(h, ms)
+end
+
+--- conn:pollfd() -> the descriptor to poll (cqueues' pollable protocol;
+-- the same as fileno()).
+function Connection:pollfd()
+  return core.mpc_conn_fileno(handle(self, "pollfd"))
+end
+
+--- conn:events() -> "r", "w" or "rw": what the pending operation waits for
+-- (a connect, a handshake step, queued output, a receive), as cqueues'
+-- pollable protocol and luv's poll:start take it.  "r" when nothing is in
+-- progress (the next event is a message).
+local EVENTS = { [0] = "r", [WANT_READ] = "r", [WANT_WRITE] = "w", [WANT_READ | WANT_WRITE] = "rw" }
+function Connection:events()
+  return EVENTS[c_wants(handle(self, "events"))]
+end
+
+--- conn:timeout() -> nil: a plain connection holds no deadline between
+-- calls (cqueues' pollable protocol; mpconn.cqueues objects return the
+-- seconds left of the call in progress).
+function Connection:timeout()
+  handle(self, "timeout")
+  return nil
+end
+
+--- conn:pending() -> boolean: a whole message is already buffered, so the
+-- next receive will not wait (never a system call).  An event loop must
+-- receive it before waiting on the descriptor, which may stay silent.
+function Connection:pending()
+  return core.mpc_conn_pending(handle(self, "pending")) ~= 0
+end
+
+--- conn:flush() -> true | nil, "wantread"/"wantwrite", "AGAIN" | nil, message, code
+-- Non-blocking mode: goes on with what is in progress (a connect, the
+-- handshake, queued output); true when nothing is left.  A failed connect
+-- or handshake is reported here (code "OS", "AUTH", ...).  Blocking mode:
+-- true at once.
+function Connection:flush()
+  local h = handle(self, "flush")
+  local st = core.mpc_flush(h)
+  if st == OK then return true end
+  return conn_fail(h, st)
+end
+
+--- conn:is_blocking() -> false after set_timeout(0) (or the nonblocking
+-- option), else true.
+function Connection:is_blocking()
+  return core.mpc_conn_blocking(handle(self, "is_blocking")) ~= 0
 end
 
 --- conn:detach() -> fd: forgets the connection without closing its
@@ -696,10 +833,17 @@ end
 -- Waits up to timeout seconds (nil: no limit) for a client and runs the
 -- handshake if the listener has an authkey.  A failed handshake returns
 -- nil, message, "AUTH" (or "TIMEOUT", "EOF", ...); the listener stays usable.
+-- Non-blocking mode (set_timeout(0)): nil, "wantread", "AGAIN" while no
+-- client waits, else at once a non-blocking connection whose handshake
+-- finishes in its c:flush() or its first calls (where a wrong key then
+-- shows: nil, message, "AUTH"); the listener never waits on one client.
 function Listener:accept(timeout)
   local h = listener_handle(self, "accept")
-  local st, c, msg = core.mpc_listener_accept(h, to_ms(timeout, 1, "accept", -1))
+  local ms = to_ms(timeout, 1, "accept", nil)
+  if ms == nil then ms = rawget(self, "_timeout") or -1 end
+  local st, c, msg = core.mpc_listener_accept(h, ms)
   if st == OK then return wrap_conn(c) end
+  if st == AGAIN then return nil, "wantread", "AGAIN" end
   if MISUSE[st] then error(msg, 2) end
   if msg == nil or msg == "" then msg = core.mpc_strerror(st) end
   return nil, msg, NAMES[st]
@@ -708,6 +852,43 @@ end
 --- listener:fileno() -> integer
 function Listener:fileno()
   return core.mpc_listener_fileno(listener_handle(self, "fileno"))
+end
+
+--- listener:set_timeout(seconds | nil): the default timeout of accept()
+-- (nil, a negative number, math.huge: none).  0: non-blocking mode (accept
+-- returns nil, "wantread", "AGAIN" when no client waits).
+function Listener:set_timeout(t)
+  local h = listener_handle(self, "set_timeout")
+  local ms = to_ms(t, 1, "set_timeout", -1)
+  if t == 0 then
+    core.mpc_listener_set_blocking(h, 0)
+    self._timeout = nil
+    self._nonblocking = true
+  else
+    core.mpc_listener_set_blocking(h, 1)
+    self._timeout = ms >= 0 and ms or nil
+    self._nonblocking = nil
+  end
+end
+
+--- listener:pollfd(), listener:events() ("r"), listener:timeout() (nil):
+-- cqueues' pollable protocol.
+function Listener:pollfd()
+  return core.mpc_listener_fileno(listener_handle(self, "pollfd"))
+end
+function Listener:events()
+  listener_handle(self, "events")
+  return "r"
+end
+function Listener:timeout()
+  listener_handle(self, "timeout")
+  return nil
+end
+
+--- listener:is_blocking() -> false after set_timeout(0) or the nonblocking option.
+function Listener:is_blocking()
+  listener_handle(self, "is_blocking")
+  return not self._nonblocking
 end
 
 --- listener:close(): closes the socket (and removes its Unix socket file);
@@ -760,6 +941,7 @@ function M.listen(address, opts)
     _listener = h,
     address = core.mpc_listener_address(h),
     family = core.mpc_listener_family(h),
+    _nonblocking = opts and opts.nonblocking or nil,
   }, Listener_mt)
 end
 

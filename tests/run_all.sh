@@ -9,7 +9,9 @@
 # 1. a virtualenv at build/venv with pytest (and the mpconn Python package when
 #    the repository has one: `pip install .`),
 # 2. CMake configure + build into build/ (-j2),
-# 3. ctest over every registered suite (C unit tests, Python, Lua, interop).
+# 3. ctest over every registered suite (C unit tests, Python, Lua, interop),
+#    except the slow valgrind runs of the Lua event-loop tests (label
+#    slow_valgrind), which CI runs on its own (.ci/run).
 # Re-running reuses build/ and the venv.  The last line printed is ctest's
 # verdict, "100% tests passed, 0 tests failed out of N"; the exit status is
 # ctest's.
@@ -70,7 +72,7 @@ REPORTS=("$BUILD/tests/interop/interop-matrix.txt"
          "$BUILD/tests/hostile/hostile-table.txt")
 rm -f "${REPORTS[@]}"
 set +e
-ctest --test-dir "$BUILD" --output-on-failure -j"$JOBS" --timeout 900 2>&1 | tee "$LOG"
+ctest --test-dir "$BUILD" --output-on-failure -j"$JOBS" --timeout 900 -LE slow_valgrind 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 # ctest prints its verdict and then the total time (and any failure list);

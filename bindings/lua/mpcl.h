@@ -85,7 +85,10 @@ int mpcl_isbytes(lua_State *L, int idx);
 int mpcl_isniltable(lua_State *L, int idx);
 /* Scratch memory owned by the Lua stack (collected with it). */
 void *mpcl_scratch(lua_State *L, size_t n);
-/* Fills *o from the options table at idx (keys: the C field names). */
+/* Fills *o from the options table at idx (keys: the C field names; tls: a
+ * table keyed by mpc_tls_options's field names, no_verify a boolean).
+ * What *o points to (strings, the TLS struct) is pushed and left on the
+ * stack, so it lives until the calling C function returns. */
 void mpcl_options(lua_State *L, int idx, mpc_options *o);
 
 /* ---- the holder ------------------------------------------------------------

@@ -34,6 +34,9 @@
  * a holder userdata whose __gc frees it if making the string raises a memory
  * error (a host may cap its Lua allocator).  The module never replaces the
  * state's allocator (SPEC 11).
+ * A non-blocking connection (set_timeout(0)) receives through
+ * mpc_recv_bytes_into / mpc_recv_bytes instead (mpcl_recv_nb):
+ * mpc_recv_begin/payload are blocking-only plumbing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +221,51 @@ static mpc_status mpcl_recv_long(lua_State *L, int hidx, mpc_conn **cp, mpcl_sta
     return MPC_OK;
 }
 
+/* recv_bytes of a non-blocking connection (mpc_recv_begin/payload are
+ * blocking-only plumbing).  The core makes the next message whole inside
+ * the connection before handing any of it over, so MPC_AGAIN (returned as
+ * nil, "wantread" by the failure function) loses nothing and the next call
+ * goes on.  With maxlength: mpc_recv_bytes, which refuses a message over
+ * maxlength from its header, before buffering it.  Without: a small
+ * message in one call into the stack buffer; a longer one (MPC_TOOSHORT
+ * leaves it whole in the connection, len its length) then into the staging
+ * buffer (no Lua allocation between the two calls) or, over
+ * MPCL_STAGE_MAX, the library's buffer under a holder. */
+static int mpcl_recv_nb(lua_State *L, int hidx, mpc_conn *c, lua_Integer maxlength)
+{
+    char small_[MPCL_SMALL];
+    size_t len = 0;
+    mpc_status st;
+    mpcl_hold *h;
+    if (maxlength < 0) {
+        mpcl_stage *s = (mpcl_stage *)lua_touserdata(L, MPCL_UP_STAGE);
+        st = mpc_recv_bytes_into(c, small_, sizeof small_, &len);
+        if (st == MPC_OK) {
+            lua_pushlstring(L, small_, len);
+            return 1;
+        }
+        if (st != MPC_TOOSHORT) return mpcl_fail(L, hidx, c, st);
+        if (len <= MPCL_STAGE_MAX) {
+            if (mpcl_stage_reserve(s, len) < 0) {
+                lua_pushnil(L);
+                lua_pushfstring(L, "recv: out of memory for a %I-byte message", (lua_Integer)len);
+                lua_pushliteral(L, "NOMEM");
+                return 3;
+            }
+            if ((st = mpc_recv_bytes_into(c, s->buf, s->cap, &len)) != MPC_OK) return mpcl_fail(L, hidx, c, st);
+            lua_pushlstring(L, (const char *)s->buf, len);
+            return 1;
+        }
+    }
+    h = mpcl_hold_new(L);
+    c = mpcl_live(L, hidx, "recv_bytes");
+    st = mpc_recv_bytes(c, maxlength < 0 ? MPC_NO_LIMIT : (size_t)maxlength, &h->buf, &len);
+    if (st != MPC_OK) return mpcl_fail(L, hidx, c, st);
+    lua_pushlstring(L, (const char *)h->buf, len); /* a memory error: the holder frees the buffer */
+    mpcl_hold_release(h);
+    return 1;
+}
+
 /* conn:recv_bytes([maxlength]) */
 static int mpcl_recv_bytes(lua_State *L)
 {
@@ -246,6 +294,7 @@ static int mpcl_recv_bytes(lua_State *L)
             return 1;
         }
     }
+    if (!mpc_conn_blocking(c)) return mpcl_recv_nb(L, hidx, c, maxlength);
     if (maxlength < 0) {
         /* One call for a small message; a longer one stays pending (TOOSHORT). */
         st = mpc_recv_bytes_into(c, small_, sizeof small_, &len);

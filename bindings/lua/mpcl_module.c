@@ -179,14 +179,53 @@ static int mpcl_optint(lua_State *L, int idx, const char *name, lua_Integer *out
     return present;
 }
 
-/* The two strings stay on the stack (pushed, never popped), so their
+/* Reads an optional string field of the table at idx, left on the stack
+ * (nil or the string) so that the pointer stays valid for the call. */
+static const char *mpcl_optstr(lua_State *L, int idx, const char *what, const char *name)
+{
+    lua_getfield(L, idx, name);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t n = 0;
+        const char *s = lua_tolstring(L, -1, &n);
+        if (strlen(s) != n) luaL_error(L, "option %s%s: the string contains a zero byte", what, name);
+        return s;
+    }
+    if (!lua_isnil(L, -1)) luaL_error(L, "option %s%s: string expected, got %s", what, name, luaL_typename(L, -1));
+    return NULL;
+}
+
+/* The tls field: nil, or a table keyed by mpc_tls_options's field names.
+ * The struct is a userdata and the strings stay on the stack (7 slots in
+ * all), so everything o->tls points to lives as long as the call. */
+static void mpcl_tls_options(lua_State *L, int idx, mpc_options *o)
+{
+    mpc_tls_options *t;
+    int tidx;
+    lua_getfield(L, idx, "tls");
+    if (lua_isnil(L, -1)) return;
+    if (!lua_istable(L, -1)) luaL_error(L, "option tls: table expected, got %s", luaL_typename(L, -1));
+    tidx = lua_gettop(L);
+    t = (mpc_tls_options *)mpcl_scratch(L, sizeof *t);
+    memset(t, 0, sizeof *t);
+    t->certificate = mpcl_optstr(L, tidx, "tls.", "certificate");
+    t->key = mpcl_optstr(L, tidx, "tls.", "key");
+    t->cafile = mpcl_optstr(L, tidx, "tls.", "cafile");
+    t->capath = mpcl_optstr(L, tidx, "tls.", "capath");
+    t->server_name = mpcl_optstr(L, tidx, "tls.", "server_name");
+    lua_getfield(L, tidx, "no_verify");
+    t->no_verify = lua_toboolean(L, -1) && !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0);
+    lua_pop(L, 1);
+    o->tls = t;
+}
+
+/* The strings stay on the stack (pushed, never popped), so their
  * pointers stay valid for the whole call, whatever a metamethod or a
  * finalizer does to the table meanwhile. */
 void mpcl_options(lua_State *L, int idx, mpc_options *o)
 {
     lua_Integer v = 0;
     idx = lua_absindex(L, idx);
-    luaL_checkstack(L, 4, "options");
+    luaL_checkstack(L, 12, "options");
     mpc_options_init(o);
     lua_getfield(L, idx, "authkey");
     if (lua_type(L, -1) == LUA_TSTRING) {
@@ -207,6 +246,8 @@ void mpcl_options(lua_State *L, int idx, mpc_options *o)
     if (mpcl_optint(L, idx, "max_message_size", &v)) o->max_message_size = (uint64_t)v;
     if (mpcl_optint(L, idx, "unix_mode", &v)) o->unix_mode = (unsigned)v;
     if (mpcl_optint(L, idx, "read_ahead", &v)) o->read_ahead = v != 0;
+    if (mpcl_optint(L, idx, "nonblocking", &v)) o->nonblocking = v != 0;
+    mpcl_tls_options(L, idx, o);
 }
 
 /* ---- the holder ------------------------------------------------------------ */

@@ -130,6 +130,7 @@
 /* ---- what Lua does not get, and why (more in ../mpconn.i) ------------------- */
 /* Structs are built from option tables by the typemaps above. */
 %ignore mpc_options;
+%ignore mpc_tls_options;
 %ignore mpc_options_init;
 %ignore mpc_error;
 %ignore mpc_buf;
@@ -165,17 +166,12 @@
 %rename("$ignore", regextarget=1, fullname=1) "^mpc_decode_options";
 %rename("$ignore", regextarget=1, fullname=1) "^mpc_py2str";
 %rename("$ignore", regextarget=1, fullname=1) "^MPC_PY2STR";
-/* The non-blocking mode: the Lua side (set_timeout(0), wantread/wantwrite,
- * pollables) is not built yet (issue 17); until then a Lua connection is
- * always blocking, and these would break that promise. */
-%ignore mpc_conn_set_blocking;
-%ignore mpc_conn_blocking;
-%ignore mpc_conn_wants;
-%ignore mpc_conn_pending;
-%ignore mpc_flush;
-%ignore mpc_listener_set_blocking;
-%ignore MPC_WANT_READ;
-%ignore MPC_WANT_WRITE;
+/* The non-blocking mode is wrapped (mpc_conn_set_blocking, mpc_conn_blocking,
+ * mpc_conn_wants, mpc_conn_pending, mpc_flush, mpc_listener_set_blocking,
+ * MPC_WANT_READ/WRITE): lua/mpconn.lua builds set_timeout(0), the
+ * wantread/wantwrite returns and the cqueues pollable methods on them.
+ * The C initializer macro has no Lua meaning: options come from tables
+ * (mpcl_options fills the struct, size included). */
 %ignore MPC_OPTIONS_INIT;
 /* SIZE_MAX has no exact Lua integer; a negative maxlength means "no limit". */
 %ignore MPC_NO_LIMIT;

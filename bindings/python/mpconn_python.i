@@ -215,6 +215,7 @@ static PyObject *mpcpy_append(PyObject *result, PyObject *obj)
 /* Built by the hand-written listen()/connect()/pipe() from their
  * arguments; Python never sees them. */
 %ignore mpc_options;
+%ignore mpc_tls_options;
 %ignore mpc_options_init;
 %ignore mpc_error;
 %ignore mpc_buf;

@@ -195,6 +195,37 @@ int mpcpy_options(mpc_options *o, PyObject *key, int dialect, PyObject *digest, 
     return 0;
 }
 
+/* The TLS settings mpconn.TLS hands over: None (plaintext) or a tuple
+ * (certfile, keyfile, cafile, capath, server_hostname, verify), the paths
+ * bytes (os.fsencode) or None, the name str or None.  *o points into the
+ * tuple's objects, which outlive the call that uses it.  1 when TLS is
+ * asked for, 0 for None, -1 with an exception. */
+static int mpcpy_tls(PyObject *t, mpc_tls_options *o)
+{
+    PyObject *f[4];
+    PyObject *name;
+    int verify;
+    memset(o, 0, sizeof *o);
+    if (!t || t == Py_None)
+        return 0;
+    if (!PyArg_ParseTuple(t, "OOOOOp:tls", &f[0], &f[1], &f[2], &f[3], &name, &verify))
+        return -1;
+    const char **dst[4] = {&o->certificate, &o->key, &o->cafile, &o->capath};
+    for (int i = 0; i < 4; i++) {
+        if (f[i] == Py_None)
+            continue;
+        if (!PyBytes_Check(f[i])) {
+            PyErr_SetString(PyExc_TypeError, "TLS paths must be bytes (internal)");
+            return -1;
+        }
+        *dst[i] = PyBytes_AS_STRING(f[i]);
+    }
+    if (name != Py_None && !(o->server_name = PyUnicode_AsUTF8(name)))
+        return -1;
+    o->no_verify = !verify;
+    return 1;
+}
+
 /* An address in the C syntax, as bytes (an abstract name may hold NUL
  * bytes; the core refuses them anywhere else); *len its length. */
 static const char *mpcpy_address(PyObject *a, size_t *len)
@@ -209,20 +240,23 @@ static const char *mpcpy_address(PyObject *a, size_t *len)
 
 /* ------------------------------------------------------- module functions */
 
-/* listen(address: bytes, authkey, backlog, dialect, digest, handshake_timeout) */
+/* listen(address: bytes, authkey, backlog, dialect, digest, handshake_timeout,
+ * tls=None) */
 static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
 {
     mpcpy_state *s = mpcpy_state_get(mod);
-    PyObject *addr, *key, *digest, *hs;
+    PyObject *addr, *key, *digest, *hs, *tls = Py_None;
     int backlog, dialect;
     mpc_options o;
+    mpc_tls_options t;
     mpc_error e;
     mpc_listener *l = NULL;
     const char *a;
     mpc_ms hs_ms;
     mpc_status st;
     size_t alen = 0;
-    if (!PyArg_ParseTuple(args, "OOiiOO:listen", &addr, &key, &backlog, &dialect, &digest, &hs))
+    if (!PyArg_ParseTuple(args, "OOiiOO|O:listen", &addr, &key, &backlog, &dialect, &digest, &hs,
+                          &tls))
         return NULL;
     if (!(a = mpcpy_address(addr, &alen)))
         return NULL;
@@ -233,6 +267,11 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
         hs_ms = 1;
     if (mpcpy_options(&o, key, dialect, digest, hs_ms, 0, backlog) < 0)
         return NULL;
+    switch (mpcpy_tls(tls, &t)) {
+    case -1: return NULL;
+    case 1: o.tls = &t; break;
+    default: break;
+    }
     memset(&e, 0, sizeof e);
     Py_BEGIN_ALLOW_THREADS
     st = mpc_listen_n(a, alen, &o, &l, &e);
@@ -243,23 +282,25 @@ static PyObject *mpcpy_listen(PyObject *mod, PyObject *args)
 }
 
 /* connect(cls, address: bytes, authkey, dialect, digest, timeout,
- * nonblocking=False): non-blocking, it returns once the connect has
- * started, and the connection's _flush() finishes connect and handshake. */
+ * nonblocking=False, tls=None): non-blocking, it returns once the connect
+ * has started, and the connection's _flush() finishes connect and
+ * handshakes. */
 static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
 {
     mpcpy_state *s = mpcpy_state_get(mod);
     PyTypeObject *cls;
-    PyObject *addr, *key, *digest, *timeout;
+    PyObject *addr, *key, *digest, *timeout, *tls = Py_None;
     int dialect, nonblocking = 0;
     mpc_options o;
+    mpc_tls_options t;
     mpc_error e;
     mpc_conn *c = NULL;
     const char *a;
     mpc_ms ms, hs_ms;
     mpc_status st;
     size_t alen = 0;
-    if (!PyArg_ParseTuple(args, "O!OOiOO|p:connect", &PyType_Type, &cls, &addr, &key, &dialect,
-                          &digest, &timeout, &nonblocking))
+    if (!PyArg_ParseTuple(args, "O!OOiOO|pO:connect", &PyType_Type, &cls, &addr, &key, &dialect,
+                          &digest, &timeout, &nonblocking, &tls))
         return NULL;
     if (!(a = mpcpy_address(addr, &alen)))
         return NULL;
@@ -272,6 +313,11 @@ static PyObject *mpcpy_connect(PyObject *mod, PyObject *args)
     if (mpcpy_options(&o, key, dialect, digest, hs_ms, ms, 0) < 0)
         return NULL;
     o.nonblocking = nonblocking;
+    switch (mpcpy_tls(tls, &t)) {
+    case -1: return NULL;
+    case 1: o.tls = &t; break;
+    default: break;
+    }
     memset(&e, 0, sizeof e);
     Py_BEGIN_ALLOW_THREADS
     st = mpc_connect_n(a, alen, &o, &c, &e);

@@ -87,7 +87,8 @@ MPC_API const char *mpc_version(void);
     X(NOTREADABLE, 14, "connection is write-only")                            \
     X(NOTWRITABLE, 15, "connection is read-only")                             \
     X(RESOLVE, 16, "cannot resolve address")                                  \
-    X(VALUE, 17, "value error")
+    X(VALUE, 17, "value error")                                               \
+    X(TLS, 18, "TLS error")
 
 typedef enum mpc_status {
 #define MPC__STATUS_ENUM(name, value, msg) MPC_##name = value,
@@ -207,7 +208,38 @@ typedef struct mpc_options {
     int nonblocking;
     /* Fields added after 0.2 go below; the library reads them only when
      * `size` covers them. */
+
+    /* TLS for mpc_connect() and mpc_listen() (see "TLS" below); NULL =
+     * plaintext, as CPython.  Borrowed: a listener keeps what it needs. */
+    const struct mpc_tls_options *tls;
 } mpc_options;
+
+/* ------------------------------------------------------------------------
+ * TLS (OpenSSL's libssl): TCP (or Unix socket) connect/accept, then the TLS
+ * handshake (TLS 1.2 at least, 1.3 preferred), then the unchanged authkey
+ * handshake and frames inside TLS.  A failure of TLS itself is MPC_TLS, its
+ * message OpenSSL's reason ("certificate verify failed: ...",
+ * "wrong version number" for a plaintext peer ...).  The TLS handshake runs
+ * under handshake_timeout, before the authkey handshake's own.
+ * ------------------------------------------------------------------------ */
+typedef struct mpc_tls_options {
+    /* PEM files: our certificate (chain) and its private key (NULL = in the
+     * certificate file).  Required by a listener; a client gives them for
+     * mutual TLS. */
+    const char *certificate;
+    const char *key;
+    /* CAs to verify the peer with: a PEM file and/or a hashed directory.
+     * Client: NULL for both = the system's default store.  Listener: given,
+     * they make client certificates required and verified. */
+    const char *cafile;
+    const char *capath;
+    /* Client: the name the server's certificate must carry (also sent as
+     * SNI unless it is an IP address); NULL = the host of the address. */
+    const char *server_name;
+    /* Client: 1 = do not verify the server at all (explicit; never the
+     * default). */
+    int no_verify;
+} mpc_tls_options;
 
 /* An initialiser with every default and the size filled in:
  *     mpc_options o = MPC_OPTIONS_INIT;  */

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum {
     EXIT_OK = 0,
@@ -23,7 +25,8 @@ enum {
     EXIT_TIMEOUT = 5,
     EXIT_PROTOCOL = 6,
     EXIT_EOF = 7,
-    EXIT_REFUSED = 8 /* --decode: a received value was refused or not printed */
+    EXIT_REFUSED = 8, /* --decode: a received value was refused or not printed */
+    EXIT_TLS = 9      /* TLS: certificate/key/CA files, the TLS handshake, a record */
 };
 
 static const char usage_text[] =
@@ -93,11 +96,28 @@ static const char usage_text[] =
     "                       for many small messages); by default each message\n"
     "                       is read exactly, leaving what follows in the kernel\n"
     "\n"
+    "TLS (TCP or Unix socket; the TLS handshake comes first, then the authkey\n"
+    "handshake and the messages inside TLS; both ends must use TLS):\n"
+    "  --tls-cert FILE      our certificate (PEM, chain allowed); required to\n"
+    "                       listen with TLS, a client gives it for mutual TLS\n"
+    "  --tls-key FILE       its private key (PEM; default: in --tls-cert)\n"
+    "  --tls-ca FILE        CA certificates (PEM) to verify the peer with.\n"
+    "                       send: default the system's store; listen: given,\n"
+    "                       clients must present a certificate it signed\n"
+    "  --tls-capath DIR     the same from a hashed directory (c_rehash)\n"
+    "  --tls-server-name NAME\n"
+    "                       send: the name the server's certificate must carry\n"
+    "                       (and the SNI); default: the host of ADDRESS\n"
+    "  --tls-no-verify      send: do not verify the server (explicit; insecure)\n"
+    "  Any --tls-* option turns TLS on (listen needs --tls-cert).\n"
+    "\n"
     "exit status: 0 success, 1 other error, 2 usage, 3 cannot connect or\n"
     "listen, 4 authentication failed, 5 timed out, 6 protocol error (bad\n"
     "message length, truncated message), 7 the peer closed the connection\n"
     "before the expected messages arrived, 8 with --decode: a received value\n"
-    "was refused or not printed (all the other messages were handled).\n";
+    "was refused or not printed (all the other messages were handled),\n"
+    "9 TLS error (a certificate, key or CA file that does not load, a server\n"
+    "certificate that does not verify, a peer that does not speak TLS).\n";
 
 struct cli {
     const char *cmd;
@@ -118,6 +138,8 @@ struct cli {
     double handshake_timeout; /* seconds; < 0 = from --timeout or 10 s */
     long backlog;             /* 0 = the library's default (1) */
     int read_ahead;           /* --read-ahead */
+    int use_tls;              /* any --tls-* option */
+    mpc_tls_options tls;      /* borrowed strings from argv */
     char **messages;
     int nmessages;
 };
@@ -142,16 +164,21 @@ static int exit_code(mpc_status st)
     case MPC_EOF: return EXIT_EOF;
     case MPC_INVAL: return EXIT_USAGE;
     case MPC_RESOLVE: return EXIT_CONNECT;
+    case MPC_TLS: return EXIT_TLS;
     default: return EXIT_OTHER;
     }
 }
 
-/* One line on stderr for a failure; authentication failures say so first. */
+/* One line on stderr for a failure; authentication and TLS failures say so
+ * first (the core's TLS messages mostly start with "TLS" already). */
 static void report(const char *context, mpc_status st, const char *message)
 {
+    const char *text = message && *message ? message : mpc_strerror(st);
     fprintf(stderr, "mpconn: %s%s%s%s\n", context ? context : "", context ? ": " : "",
-            st == MPC_AUTH ? "authentication failed: " : "",
-            message && *message ? message : mpc_strerror(st));
+            st == MPC_AUTH                                  ? "authentication failed: "
+            : st == MPC_TLS && strncmp(text, "TLS", 3) != 0 ? "TLS error: "
+                                                            : "",
+            text);
 }
 
 static int read_key_file(struct cli *c, const char *path)
@@ -239,6 +266,12 @@ static int parse_args(struct cli *c, int argc, char **argv)
             c->decode = 1;
         } else if (strcmp(a, "--read-ahead") == 0) {
             c->read_ahead = 1;
+        } else if (strcmp(a, "--tls-no-verify") == 0) {
+            if (listen)
+                return usage_error("%s", "--tls-no-verify is for send (a listener verifies "
+                                         "clients only when given --tls-ca/--tls-capath)");
+            c->tls.no_verify = 1;
+            c->use_tls = 1;
         } else if (strcmp(a, "--") == 0) {
             for (i++; i < argc; i++) {
                 if (!c->address)
@@ -251,14 +284,18 @@ static int parse_args(struct cli *c, int argc, char **argv)
             static const char *const known[] = {"--authkey", "--authkey-file", "--dialect",
                                                 "--timeout", "--count",        "--recv",
                                                 "--value",   "--protocol",
-                                                "--handshake-timeout", "--backlog"};
+                                                "--handshake-timeout", "--backlog",
+                                                "--tls-cert",  "--tls-key",
+                                                "--tls-ca",    "--tls-capath",
+                                                "--tls-server-name"};
             int ok = 0;
             for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
                 ok |= strcmp(a, known[k]) == 0;
             if (!ok || (listen && strcmp(a, "--recv") == 0) ||
                 (listen && strcmp(a, "--value") == 0) ||
                 (!listen && strcmp(a, "--count") == 0) ||
-                (!listen && strcmp(a, "--backlog") == 0))
+                (!listen && strcmp(a, "--backlog") == 0) ||
+                (listen && strcmp(a, "--tls-server-name") == 0))
                 return usage_error("unknown option %s", a);
             if (!v)
                 return usage_error("option %s needs a value", a);
@@ -275,6 +312,16 @@ static int parse_args(struct cli *c, int argc, char **argv)
                     c->dialect = MPC_DIALECT_STRICT;
                 else
                     return usage_error("unknown dialect '%s' (modern, legacy or strict)", v);
+            } else if (strncmp(a, "--tls-", 6) == 0) {
+                if (!*v)
+                    return usage_error("option %s needs a non-empty value", a);
+                const char **slot = strcmp(a, "--tls-cert") == 0     ? &c->tls.certificate
+                                    : strcmp(a, "--tls-key") == 0    ? &c->tls.key
+                                    : strcmp(a, "--tls-ca") == 0     ? &c->tls.cafile
+                                    : strcmp(a, "--tls-capath") == 0 ? &c->tls.capath
+                                                                     : &c->tls.server_name;
+                *slot = v;
+                c->use_tls = 1;
             } else if (strcmp(a, "--timeout") == 0) {
                 char *end;
                 c->timeout = strtod(v, &end);
@@ -330,6 +377,14 @@ static int parse_args(struct cli *c, int argc, char **argv)
         return usage_error("%s needs an ADDRESS", c->cmd);
     if (listen && c->decode && c->hex)
         return usage_error("%s", "--decode prints values; it cannot be combined with --hex");
+    if (listen && c->use_tls && !c->tls.certificate)
+        return usage_error("%s", "listen with TLS needs --tls-cert (and --tls-key unless the "
+                                 "key is in that file)");
+    if (c->tls.key && !c->tls.certificate)
+        return usage_error("%s", "--tls-key needs --tls-cert");
+    if (c->tls.no_verify && (c->tls.cafile || c->tls.capath || c->tls.server_name))
+        return usage_error("%s", "--tls-no-verify contradicts --tls-ca, --tls-capath and "
+                                 "--tls-server-name");
     if (key_arg && key_file)
         return usage_error("%s", "give --authkey or --authkey-file, not both");
     if (key_file) {
@@ -341,6 +396,36 @@ static int parse_args(struct cli *c, int argc, char **argv)
         const char *env = getenv("MPCONN_AUTHKEY");
         if (env)
             set_key(c, env);
+    }
+    return EXIT_OK;
+}
+
+/* The files the TLS options name must be readable: OpenSSL's own reason
+ * for a missing file is only "system lib", so say which option and why. */
+static int check_tls_files(const struct cli *c)
+{
+    const struct {
+        const char *opt, *path;
+        int dir;
+    } files[] = {{"--tls-cert", c->tls.certificate, 0}, {"--tls-key", c->tls.key, 0},
+                 {"--tls-ca", c->tls.cafile, 0},        {"--tls-capath", c->tls.capath, 1}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        struct stat sb;
+        const char *p = files[i].path;
+        if (!p)
+            continue;
+        int bad = stat(p, &sb) != 0;
+        if (!bad && files[i].dir != !!S_ISDIR(sb.st_mode)) {
+            errno = files[i].dir ? ENOTDIR : EISDIR;
+            bad = 1;
+        }
+        if (!bad)
+            bad = access(p, files[i].dir ? R_OK | X_OK : R_OK) != 0;
+        if (bad) {
+            fprintf(stderr, "mpconn: TLS: cannot read %s %s: %s\n", files[i].opt, p,
+                    strerror(errno));
+            return EXIT_TLS;
+        }
     }
     return EXIT_OK;
 }
@@ -366,6 +451,7 @@ static void fill_options(const struct cli *c, mpc_options *o)
     }
     o->backlog = (int)c->backlog;
     o->read_ahead = c->read_ahead;
+    o->tls = c->use_tls ? &c->tls : NULL;
 }
 
 static int print_message(const struct cli *c, const unsigned char *p, size_t n)
@@ -701,6 +787,8 @@ int main(int argc, char **argv)
             return EXIT_OK;
         }
     int rc = parse_args(&c, argc, argv);
+    if (rc == EXIT_OK && c.use_tls)
+        rc = check_tls_files(&c);
     if (rc == EXIT_OK)
         rc = strcmp(c.cmd, "listen") == 0 ? cmd_listen(&c) : cmd_send(&c);
     if (c.key)

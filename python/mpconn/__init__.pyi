@@ -3,6 +3,7 @@ from .connection import CONNECTION_TIMEOUT as CONNECTION_TIMEOUT
 from .connection import AuthenticationError as AuthenticationError
 from .connection import BufferTooShort as BufferTooShort
 from .connection import Client as Client
+from .connection import TLS as TLS
 from .connection import Connection as Connection
 from .connection import Listener as Listener
 from .connection import Pipe as Pipe

@@ -17,6 +17,7 @@ import errno as _errno
 import os
 import pickle
 import socket
+import ssl
 
 from multiprocessing import AuthenticationError, BufferTooShort
 
@@ -37,6 +38,15 @@ def _os_error(message, err, payload):
         # BrokenPipeError ...), as CPython's socket calls do.
         return OSError(err, os.strerror(err))
     return OSError(message)
+
+
+def _tls(message, err, payload):
+    # ssl.SSLError, so existing ``except ssl.SSLError`` clauses work; a
+    # certificate that does not verify is SSLCertVerificationError (a
+    # ValueError too, as the ssl module makes it).
+    if "certificate verify failed" in message:
+        return ssl.SSLCertVerificationError(1, message)
+    return ssl.SSLError(1, message)
 
 
 def _intr(message, err, payload):
@@ -62,6 +72,7 @@ STATUS_EXCEPTIONS = {
     "NOTWRITABLE": lambda m, e, p: OSError("connection is read-only"),
     "RESOLVE": lambda m, e, p: socket.gaierror(m),
     "VALUE": lambda m, e, p: ValueError(m),
+    "TLS": _tls,
 }
 
 

@@ -6,10 +6,12 @@ only changes its import.  Extras are keyword-only and change nothing for
 existing code:
 
 * ``Listener(..., *, dialect='modern', digest='sha256', handshake_timeout=None,
-  read_ahead=False, restricted=False)``
+  read_ahead=False, tls=None, restricted=False)``
 * ``Listener.accept(*, timeout=None)``
 * ``Client(..., *, timeout=None, dialect='modern', digest='sha256', read_ahead=False,
-  restricted=False)``
+  tls=None, restricted=False)``
+* ``TLS(certfile=, keyfile=, cafile=, capath=, server_hostname=, verify=True)``:
+  TLS between mpconn peers (see its docstring).
 * ``Connection.recv(*, restricted=None)`` and ``Connection.restricted``: a
   restricted recv() decodes with the C allow-list decoder, which builds only
   None, bool, int, float, str, bytes, bytearray, list, tuple, dict, set and
@@ -52,7 +54,7 @@ from multiprocessing import AuthenticationError, BufferTooShort, reduction, util
 from . import core as _core
 from ._errors import RestrictedPickleError, make_error
 
-__all__ = ["Client", "Listener", "Pipe", "wait", "RestrictedPickleError"]
+__all__ = ["Client", "Listener", "Pipe", "wait", "TLS", "RestrictedPickleError"]
 
 # Module-level names that are CPython's own (identical behaviour by
 # construction, including the version-dependent temporary socket names).
@@ -77,6 +79,57 @@ _core._setup(make_error, reduction.ForkingPickler.dumps, reduction.ForkingPickle
 # threads are not in progress here: closing a copied connection then closes it.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_core._after_fork_child)
+
+
+class TLS(object):
+    """TLS settings for ``Listener(..., tls=)`` and ``Client(..., tls=)``.
+
+    The names are the ssl module's.  certfile/keyfile: our certificate
+    (chain) and its key (keyfile None: in certfile); a listener needs them,
+    a client gives them for mutual TLS.  cafile/capath: the CAs that verify
+    the peer (a client without them uses the system store; a listener with
+    them requires client certificates).  server_hostname: the name the
+    server's certificate must carry (None: the host of the address).
+    verify=False turns the client's verification of the server off.
+
+    Order on the wire: connect, the TLS handshake (TLS 1.2 at least), then
+    the usual authkey handshake and messages inside TLS.  Failures raise
+    ssl.SSLError (ssl.SSLCertVerificationError when a certificate does not
+    verify).  mpconn peers only: stock CPython does not speak TLS.
+    """
+
+    __slots__ = ("certfile", "keyfile", "cafile", "capath", "server_hostname", "verify")
+
+    def __init__(self, certfile=None, keyfile=None, cafile=None, capath=None,
+                 server_hostname=None, verify=True):
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.cafile = cafile
+        self.capath = capath
+        self.server_hostname = server_hostname
+        self.verify = verify
+
+    def __repr__(self):
+        return "TLS(%s)" % ", ".join(
+            "%s=%r" % (n, getattr(self, n)) for n in self.__slots__
+            if getattr(self, n) is not None and (n != "verify" or not self.verify))
+
+    def _to_c(self):
+        def path(p):
+            return None if p is None else os.fsencode(p)
+        name = self.server_hostname
+        if name is not None and not isinstance(name, str):
+            raise TypeError("server_hostname must be a str, not %s" % type(name).__name__)
+        return (path(self.certfile), path(self.keyfile), path(self.cafile), path(self.capath),
+                name, bool(self.verify))
+
+
+def _tls_arg(tls):
+    if tls is None:
+        return None
+    if not isinstance(tls, TLS):
+        raise TypeError("tls must be an mpconn.TLS, not %s" % type(tls).__name__)
+    return tls._to_c()
 
 
 def _dialect_code(dialect):
@@ -335,13 +388,15 @@ class Listener(object):
 
     Returns a listener object with accept() and close() methods.  Extras
     (keyword-only): dialect, digest, handshake_timeout (seconds; None = no
-    deadline, as CPython), read_ahead, restricted (accepted connections
-    recv() with the allow-list decoder; see the module docstring).
+    deadline, as CPython; it also bounds the TLS handshake), read_ahead,
+    tls (an mpconn.TLS with certfile and keyfile), restricted (accepted
+    connections recv() with the allow-list decoder; see the module
+    docstring).
     """
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
                  dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False,
-                 restricted=False):
+                 tls=None, restricted=False):
         family = family or (address and address_type(address)) or default_family
         address = address or arbitrary_address(family)
         _validate_family(family)
@@ -350,12 +405,13 @@ class Listener(object):
         caddr = _to_c_address(address, family)
         code = _dialect_code(dialect)
         _check_digest(digest)
+        ctls = _tls_arg(tls)
         bad_key = authkey is not None and not isinstance(authkey, bytes)
         self._handle = None
         self._finalizer = None
         try:
             handle = _core.listen(caddr, None if bad_key else authkey, int(backlog), code,
-                                  digest, handshake_timeout)
+                                  digest, handshake_timeout, ctls)
         except socket.gaierror as e:
             _reraise_gaierror(e, address)
         self._handle = handle
@@ -461,12 +517,12 @@ class Listener(object):
 
 
 def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern",
-           digest="sha256", read_ahead=False, restricted=False, _nonblocking=False):
+           digest="sha256", read_ahead=False, tls=None, restricted=False, _nonblocking=False):
     """Returns a connection to the address of a `Listener`.
 
     Extras (keyword-only): timeout (seconds, covers connect and handshake;
     TimeoutError), dialect, digest, read_ahead, restricted (see the module
-    docstring).
+    docstring), tls (an mpconn.TLS: see its docstring).
     """
     family = family or address_type(address)
     _validate_family(family)
@@ -481,10 +537,11 @@ def Client(address, family=None, authkey=None, *, timeout=None, dialect="modern"
     caddr = _to_c_address(address, kind)
     code = _dialect_code(dialect)
     _check_digest(digest)
+    ctls = _tls_arg(tls)
     bad_key = authkey is not None and not isinstance(authkey, bytes)
     try:
         conn = _core.connect(Connection, caddr, None if bad_key else authkey, code, digest,
-                             timeout, bool(_nonblocking))
+                             timeout, bool(_nonblocking), ctls)
     except socket.gaierror as e:
         _reraise_gaierror(e, address)
     if bad_key:

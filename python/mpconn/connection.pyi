@@ -1,3 +1,4 @@
+import os
 import pickle
 import socket
 import sys
@@ -50,6 +51,23 @@ class Connection:
         exc_tb: Optional[types.TracebackType],
     ) -> None: ...
 
+class TLS:
+    certfile: Optional[Union[str, bytes, os.PathLike]]
+    keyfile: Optional[Union[str, bytes, os.PathLike]]
+    cafile: Optional[Union[str, bytes, os.PathLike]]
+    capath: Optional[Union[str, bytes, os.PathLike]]
+    server_hostname: Optional[str]
+    verify: bool
+    def __init__(
+        self,
+        certfile: Optional[Union[str, bytes, os.PathLike]] = ...,
+        keyfile: Optional[Union[str, bytes, os.PathLike]] = ...,
+        cafile: Optional[Union[str, bytes, os.PathLike]] = ...,
+        capath: Optional[Union[str, bytes, os.PathLike]] = ...,
+        server_hostname: Optional[str] = ...,
+        verify: bool = ...,
+    ) -> None: ...
+
 class Listener:
     def __init__(
         self,
@@ -63,6 +81,7 @@ class Listener:
         handshake_timeout: Optional[float] = ...,
         read_ahead: bool = ...,
         restricted: bool = ...,
+        tls: Optional[TLS] = ...,
     ) -> None: ...
     def accept(self, *, timeout: Optional[float] = ...) -> Connection: ...
     def close(self) -> None: ...
@@ -89,8 +108,9 @@ def Client(
     digest: Optional[str] = ...,
     read_ahead: bool = ...,
     restricted: bool = ...,
+    tls: Optional[TLS] = ...,
 ) -> Connection: ...
-def Pipe(duplex: bool = ...) -> Tuple[Connection, Connection]: ...
+def Pipe(duplex: bool = ..., *, read_ahead: bool = ...) -> Tuple[Connection, Connection]: ...
 def wait(
     object_list: Iterable[Union[Connection, socket.socket, int, Any]], timeout: Optional[float] = ...
 ) -> List[Any]: ...

@@ -79,6 +79,7 @@ static mpc_status io_err(mpc_conn *c, mpc_status st, int eno, const char *op)
     case MPC_NOMEM: return set_err(c, st, 0, "%s: out of memory", op);
     case MPC_CLOSED: return set_err(c, st, 0, "%s: woken: the connection is being closed", op);
     case MPC_AGAIN: return set_err(c, st, 0, "%s: would block", op);
+    case MPC_TLS: return set_err(c, st, 0, "%s", mpc__tls_errmsg(c->tls));
     case MPC_OS: return set_err(c, st, eno, "%s: %s", op, strerror(eno));
     default: return set_err(c, st, eno, "%s: %s", op, mpc_strerror(st));
     }
@@ -107,7 +108,8 @@ static mpc_status nb_progress(mpc_conn *c, int for_send);
  * progress, which every call first moves on (nb_progress()). */
 static inline int nb_busy(const mpc_conn *c)
 {
-    return c->nonblocking && (c->connecting || c->hs || c->olen > c->opos);
+    return c->nonblocking && (c->connecting || c->tls_handshaking || c->hs || c->olen > c->opos ||
+                              mpc__tls_unflushed(c->tls));
 }
 
 static mpc_status check_read(mpc_conn *c)
@@ -147,6 +149,35 @@ static mpc__deadline io_deadline(const mpc_conn *c)
     if (c->nonblocking)
         return MPC__NOW;
     return c->io_timeout > 0 ? mpc__deadline_in(c->io_timeout) : MPC__NO_DEADLINE;
+}
+
+/* One read or write on the connection: through TLS when it has it, else
+ * the descriptor (io_posix.c), with the same contract.  A TLS MPC_AGAIN
+ * records in c->tls_want what it waits for. */
+static mpc_status conn_read(mpc_conn *c, struct iovec *iov, int cnt, mpc__deadline dl,
+                            size_t *got, int *eno)
+{
+    if (c->tls) /* one entry: the second is only a read-ahead optimisation */
+        return mpc__tls_read(c->tls, iov[0].iov_base, iov[0].iov_len, dl, &c->intr, got,
+                             &c->tls_want, eno);
+    return mpc__io_read(c->fd, iov, cnt, dl, &c->intr, got, eno);
+}
+
+static int io_kind(const mpc_conn *c);
+
+static mpc_status conn_write(mpc_conn *c, struct iovec *iov, int cnt, mpc__deadline dl,
+                             size_t *put, int *eno)
+{
+    if (c->tls)
+        return mpc__tls_write(c->tls, iov, cnt, dl, &c->intr, put, &c->tls_want, eno);
+    return mpc__io_write(c->fd, io_kind(c), iov, cnt, dl, &c->intr, put, eno);
+}
+
+/* What an MPC_AGAIN of a read (MPC_WANT_READ) or write waits for: that, or
+ * under TLS what TLS said. */
+static int again_want(const mpc_conn *c, int plain)
+{
+    return c->tls ? c->tls_want : plain;
 }
 
 /* ------------------------------------------------------------------------
@@ -202,6 +233,7 @@ void mpc__conn_free(mpc_conn *c)
     if (c->wake_fd >= 0)
         mpc__io_close(c->wake_fd);
     hs_free(c);
+    mpc__tls_free(c->tls);
     free(c->out);
     free(c->nb_buf);
     free(c->rbuf_block);
@@ -317,6 +349,23 @@ mpc_status mpc_connect_n(const char *address, size_t address_len, const mpc_opti
         return st;
     }
     c->connecting = (unsigned char)connecting;
+    if (opts->tls) {
+        mpc__tls_ctx *ctx = NULL;
+        const char *name = opts->tls->server_name;
+        if (!name && a.kind == MPC__ADDR_TCP)
+            name = a.host[0] ? a.host : "127.0.0.1";
+        st = mpc__tls_ctx_new(opts->tls, 0, &ctx, err);
+        if (st == MPC_OK) {
+            st = mpc__conn_start_tls(c, ctx, name, opts);
+            if (st != MPC_OK)
+                mpc__conn_error_to(c, err);
+        }
+        mpc__tls_ctx_free(ctx); /* the connection's SSL holds its own reference */
+        if (st != MPC_OK) {
+            mpc_conn_close(c);
+            return st;
+        }
+    }
     if (opts->authkey) {
         st = mpc__conn_handshake(c, 0, opts);
         if (st == MPC_AGAIN)
@@ -363,12 +412,14 @@ size_t mpc_conn_buffered(const mpc_conn *c)
 {
     if (!c)
         return 0;
-    return (c->rend - c->rpos) + c->hdr_have;
+    /* (TLS: at least one byte when it holds some; how many it cannot say
+     * before decrypting them.) */
+    return (c->rend - c->rpos) + c->hdr_have + (size_t)mpc__tls_pending(c->tls);
 }
 
 int mpc__conn_has_input(const mpc_conn *c)
 {
-    return c->rpos < c->rend || c->hdr_have > 0 || c->pending;
+    return c->rpos < c->rend || c->hdr_have > 0 || c->pending || mpc__tls_pending(c->tls);
 }
 
 void mpc_conn_set_timeout(mpc_conn *c, mpc_ms timeout)
@@ -483,7 +534,7 @@ static mpc_status fill(mpc_conn *c, size_t cap, mpc__deadline dl)
         return set_err(c, MPC_NOMEM, 0, "recv: out of memory");
     struct iovec iov = {c->rbuf, cap};
     c->rpos = c->rend = 0;
-    mpc_status st = mpc__io_read(c->fd, &iov, 1, dl, &c->intr, &got, &eno);
+    mpc_status st = conn_read(c, &iov, 1, dl, &got, &eno);
     if (st != MPC_OK)
         return io_err(c, st, eno, "recv");
     if (got == 0)
@@ -644,7 +695,7 @@ static mpc_status read_payload(mpc_conn *c, unsigned char *dst, size_t n, mpc__d
             struct iovec iov[2] = {{dst + done, want}, {c->rbuf, MPC__HDR_READ}};
             int ends_message = c->read_ahead && (uint64_t)n == c->pend_left;
             c->rpos = c->rend = 0;
-            st = mpc__io_read(c->fd, iov, ends_message ? 2 : 1, dl, &c->intr, &got, &eno);
+            st = conn_read(c, iov, ends_message ? 2 : 1, dl, &got, &eno);
             if (st != MPC_OK) {
                 io_err(c, st, eno, "recv");
                 break;
@@ -787,7 +838,7 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         uint64_t l = 0;
         st = read_header(c, MPC__NOW, &l);
         if (st == MPC_AGAIN)
-            c->want = MPC_WANT_READ;
+            c->want = again_want(c, MPC_WANT_READ);
         if (st != MPC_OK)
             return st;
         c->pending = 1;
@@ -835,7 +886,7 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         } else {
             int eno = 0;
             struct iovec iov = {c->nb_buf + have, room};
-            st = mpc__io_read(c->fd, &iov, 1, MPC__NOW, &c->intr, &got, &eno);
+            st = conn_read(c, &iov, 1, MPC__NOW, &got, &eno);
             if (st == MPC_OK && got == 0)
                 st = MPC_EOF;
             else if (st != MPC_OK)
@@ -843,7 +894,7 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         }
         if (got == 0) {
             if (st == MPC_AGAIN) {
-                c->want = MPC_WANT_READ;
+                c->want = again_want(c, MPC_WANT_READ);
                 return MPC_AGAIN;
             }
             if (st == MPC_EOF && have == 0)
@@ -1112,7 +1163,7 @@ static mpc_status send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t total
     int eno = 0;
     if (dl == MPC__NOW)
         return nb_send_iov(c, iov, cnt, total, 0);
-    mpc_status st = mpc__io_write(c->fd, io_kind(c), iov, cnt, dl, &c->intr, &put, &eno);
+    mpc_status st = conn_write(c, iov, cnt, dl, &put, &eno);
     if (st == MPC_OK)
         return MPC_OK;
     io_err(c, st, eno, "send");
@@ -1156,10 +1207,10 @@ static mpc_status out_write(mpc_conn *c)
         struct iovec iov = {c->out + c->opos, c->olen - c->opos};
         size_t put = 0;
         int eno = 0;
-        mpc_status st = mpc__io_write(c->fd, io_kind(c), &iov, 1, MPC__NOW, &c->intr, &put, &eno);
+        mpc_status st = conn_write(c, &iov, 1, MPC__NOW, &put, &eno);
         c->opos += put;
         if (st == MPC_AGAIN) {
-            c->want |= MPC_WANT_WRITE;
+            c->want |= again_want(c, MPC_WANT_WRITE);
             return MPC_AGAIN;
         }
         if (st != MPC_OK)
@@ -1232,7 +1283,7 @@ static mpc_status nb_send_iov(mpc_conn *c, struct iovec *iov, int cnt, size_t to
     }
     size_t put = 0;
     int eno = 0;
-    mpc_status st = mpc__io_write(c->fd, io_kind(c), iov, cnt, MPC__NOW, &c->intr, &put, &eno);
+    mpc_status st = conn_write(c, iov, cnt, MPC__NOW, &put, &eno);
     if (st == MPC_OK)
         return MPC_OK;
     if (st == MPC_AGAIN) {
@@ -1434,7 +1485,8 @@ static int hs_frame_arrived(mpc_conn *c)
 {
     if (whole_buffered(c) >= 0)
         return 1;
-    if (c->read_ahead || !c->is_socket || c->pending || c->hdr_have || c->rpos != c->rend)
+    if (c->read_ahead || !c->is_socket || c->tls || c->pending || c->hdr_have ||
+        c->rpos != c->rend)
         return 0;
     unsigned char b[MPC__FRAME_SHORT + MPC_HS_FRAME_MAX];
     size_t n = mpc__io_peek(c->fd, b, sizeof b);
@@ -1611,7 +1663,27 @@ static mpc_status hs_start(mpc_conn *c, const unsigned char *steps, const void *
     hs->key = hs->key_buf;
     hs->key_len = key_len;
     c->hs = hs;
-    return c->connecting ? MPC_AGAIN : nb_progress(c, 0);
+    return c->connecting || c->tls_handshaking ? MPC_AGAIN : nb_progress(c, 0);
+}
+
+mpc_status mpc__conn_start_tls(mpc_conn *c, mpc__tls_ctx *ctx, const char *server_name,
+                               const mpc_options *opts)
+{
+    mpc_error e;
+    int eno = 0, want = 0;
+    mpc_status st = mpc__tls_new(ctx, c->fd, server_name, &c->tls, &e);
+    if (st != MPC_OK)
+        return set_err(c, st, e.sys_errno, "%s", e.message);
+    if (c->nonblocking) {
+        c->tls_handshaking = 1;
+        return MPC_OK; /* nb_progress() runs it */
+    }
+    st = mpc__tls_handshake(c->tls, hs_deadline(opts), &c->intr, &want, &eno);
+    if (st == MPC_TIMEOUT)
+        return set_err(c, st, 0, "TLS handshake timed out");
+    if (st != MPC_OK)
+        return io_err(c, st, eno, "TLS handshake");
+    return MPC_OK;
 }
 
 /* The checks of the handshake calls; *o becomes the caller's options read
@@ -1672,9 +1744,10 @@ mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts)
  * ------------------------------------------------------------------------ */
 
 /* Moves on a connect, a handshake and queued output, in that order.
- * MPC_OK when none is left in the way (for_send: queued output neither),
- * MPC_AGAIN with c->want, or the failure (a failed connect or handshake
- * breaks the connection). */
+ * MPC_OK when none is left in the way (for_send 1, a send: queued output
+ * neither; 2, mpc_flush(): nor TLS's unsent records), MPC_AGAIN with
+ * c->want, or the failure (a failed connect or handshake breaks the
+ * connection). */
 static mpc_status nb_progress(mpc_conn *c, int for_send)
 {
     mpc_status st;
@@ -1693,6 +1766,20 @@ static mpc_status nb_progress(mpc_conn *c, int for_send)
         }
         c->connecting = 0;
         mpc__io_peer_name(c->fd, c->peer, sizeof c->peer);
+    }
+    if (c->tls_handshaking) {
+        int eno = 0;
+        st = mpc__tls_handshake(c->tls, MPC__NOW, &c->intr, &c->tls_want, &eno);
+        if (st == MPC_AGAIN) {
+            c->want = c->tls_want;
+            return set_err(c, MPC_AGAIN, 0, "TLS handshake in progress");
+        }
+        if (st != MPC_OK) {
+            io_err(c, st, eno, "TLS handshake");
+            mark_broken(c, st);
+            return st;
+        }
+        c->tls_handshaking = 0;
     }
     if (c->hs) {
         st = hs_run(c, c->hs);
@@ -1719,6 +1806,19 @@ static mpc_status nb_progress(mpc_conn *c, int for_send)
         if (st != MPC_OK)
             return st;
     }
+    if (mpc__tls_unflushed(c->tls)) {
+        /* Records TLS made and the socket has not taken yet: a receive or
+         * a send goes on (TLS takes more until its buffer is full); only
+         * mpc_flush() waits for them. */
+        int eno = 0;
+        st = mpc__tls_flush(c->tls, MPC__NOW, &c->intr, &eno);
+        if (st == MPC_AGAIN && for_send == 2) {
+            c->want |= MPC_WANT_WRITE;
+            return set_err(c, MPC_AGAIN, 0, "send: would block (TLS output is queued)");
+        }
+        if (st != MPC_OK && st != MPC_AGAIN)
+            return out_failed(c, st, eno);
+    }
     return MPC_OK;
 }
 
@@ -1730,7 +1830,7 @@ mpc_status mpc_flush(mpc_conn *c)
     mpc_status st = check_common(c);
     if (st != MPC_OK || !c->nonblocking)
         return st;
-    return nb_progress(c, 1);
+    return nb_progress(c, 2);
 }
 
 mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
@@ -1742,7 +1842,8 @@ mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
     blocking = blocking != 0;
     if (blocking == !c->nonblocking)
         return MPC_OK;
-    if (blocking && (c->connecting || c->hs || c->olen > c->opos ||
+    if (blocking && (c->connecting || c->tls_handshaking || c->hs || c->olen > c->opos ||
+                     mpc__tls_unflushed(c->tls) ||
                      (c->pending && c->pend_left != c->pend_len)))
         return set_err(c, MPC_INVAL, 0,
                        "cannot switch to blocking mode: a connect, a handshake, queued output "
@@ -1762,17 +1863,17 @@ int mpc_conn_wants(const mpc_conn *c)
     int w = c->want;
     if (c->connecting)
         w |= MPC_WANT_WRITE;
-    if (c->olen > c->opos)
+    if (c->olen > c->opos || mpc__tls_unflushed(c->tls))
         w |= MPC_WANT_WRITE;
     return w;
 }
 
 int mpc_conn_pending(const mpc_conn *c)
 {
-    if (!c || c->fd < 0 || !c->readable || c->hs || c->connecting)
+    if (!c || c->fd < 0 || !c->readable || c->hs || c->connecting || c->tls_handshaking)
         return 0;
-    if (c->broken != MPC_OK)
-        return 1; /* a receive fails at once */
+    if (c->broken != MPC_OK || mpc__tls_pending(c->tls))
+        return 1; /* a receive fails at once / TLS holds bytes no poll sees */
     if (c->pending) /* the rest of a message begun is buffered */
         return c->pend_left <= (uint64_t)(c->rend - c->rpos);
     if (whole_buffered(c) >= 0)

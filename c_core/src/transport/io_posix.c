@@ -504,6 +504,24 @@ static int set_blocking(int fd, int blocking)
     return nfl == fl ? 0 : fcntl(fd, F_SETFL, nfl);
 }
 
+mpc_status mpc__io_wait(int fd, int want, mpc__deadline dl, const mpc__intr *intr, int *ready,
+                        int *eno)
+{
+    short ev = (short)((want & MPC_WANT_READ ? POLLIN : 0) | (want & MPC_WANT_WRITE ? POLLOUT : 0));
+    *ready = 0;
+    return wait_fd(fd, ev, dl, intr, ready, eno);
+}
+
+long mpc__io_send_nowait(int fd, const void *buf, size_t len)
+{
+    return (long)send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+long mpc__io_recv_nowait(int fd, void *buf, size_t len)
+{
+    return (long)recv(fd, buf, len, MSG_DONTWAIT);
+}
+
 mpc_status mpc__io_set_blocking(int fd, int blocking, int *eno)
 {
     if (set_blocking(fd, blocking) == 0)

@@ -64,11 +64,21 @@ mpc_status mpc_listen_n(const char *address, size_t address_len, const mpc_optio
     l->intr.fn = opts->interrupt;
     l->intr.arg = opts->interrupt_arg;
     l->intr.wake_fd = -1;
+    l->opts.tls = NULL; /* borrowed: the context below is what is kept */
+    if (opts->tls) {
+        st = mpc__tls_ctx_new(opts->tls, 1, &l->tls, err);
+        if (st != MPC_OK) {
+            free(l->key);
+            free(l);
+            return st;
+        }
+    }
 
     int backlog = opts->backlog > 0 ? opts->backlog : 1;
     st = mpc__io_listen(&a, address, backlog, opts->unix_mode, &l->fd, l->address, &l->family,
                         err);
     if (st != MPC_OK) {
+        mpc__tls_ctx_free(l->tls);
         free(l->key);
         free(l);
         return st;
@@ -110,6 +120,14 @@ mpc_status mpc_listener_accept(mpc_listener *l, mpc_ms timeout, mpc_conn **out, 
     if (st != MPC_OK) {
         mpc__io_close(fd);
         return lerr(l, err, st, e.sys_errno, e.message);
+    }
+    if (l->tls) {
+        st = mpc__conn_start_tls(c, l->tls, NULL, &l->opts);
+        if (st != MPC_OK) {
+            mpc__conn_error_to(c, &e);
+            mpc_conn_close(c);
+            return lerr(l, err, st, e.sys_errno, e.message);
+        }
     }
     if (l->opts.authkey) {
         st = mpc__conn_handshake(c, 1, &l->opts);
@@ -169,6 +187,7 @@ void mpc_listener_close(mpc_listener *l)
      * leaves the parent's socket reachable (as CPython's Finalize). */
     if (l->unlink_on_close && l->owner == getpid())
         mpc__io_unlink(l->path);
+    mpc__tls_ctx_free(l->tls);
     free(l->key);
     free(l);
 }

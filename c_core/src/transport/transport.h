@@ -109,6 +109,17 @@ mpc_status mpc__io_wait_many(const int *fds, const unsigned char *force_ready, s
                              mpc__deadline dl, const mpc__intr *intr, int *ready, size_t *nready,
                              int *eno);
 
+/* Waits until fd is readable (want & MPC_WANT_READ) or writable
+ * (MPC_WANT_WRITE) up to dl.  *ready = 1 or 0.  MPC_OK, MPC_INTR, MPC_OS. */
+mpc_status mpc__io_wait(int fd, int want, mpc__deadline dl, const mpc__intr *intr, int *ready,
+                        int *eno);
+
+/* One send (MSG_NOSIGNAL) / recv that never waits, whatever the
+ * descriptor's mode: the byte count, 0 at end of file (recv), or -1 with
+ * errno (EAGAIN when it would wait).  For the TLS layer's BIO. */
+long mpc__io_send_nowait(int fd, const void *buf, size_t len);
+long mpc__io_recv_nowait(int fd, void *buf, size_t len);
+
 /* Sets (blocking = 0) or clears O_NONBLOCK on fd.  MPC_OK or MPC_OS. */
 mpc_status mpc__io_set_blocking(int fd, int blocking, int *eno);
 
@@ -163,6 +174,45 @@ void mpc__io_close(int fd);
 void mpc__io_unlink(const char *path);
 
 /* ------------------------------------------------------------------------
+ * TLS (tls.c, the only file that knows libssl).  Reads and writes have the
+ * contract of mpc__io_read()/mpc__io_write() (deadlines, EINTR through the
+ * hook, MPC__NOW = MPC_AGAIN instead of waiting) plus MPC_TLS, whose text
+ * mpc__tls_errmsg() holds, and *want: what an MPC_AGAIN waits for (a TLS
+ * read may need the descriptor writable, and the reverse).
+ * ------------------------------------------------------------------------ */
+typedef struct mpc__tls_ctx mpc__tls_ctx;
+typedef struct mpc__tls mpc__tls;
+
+/* A context for clients (server = 0) or a listener from *o.  MPC_TLS (a
+ * file that cannot be loaded ...) with err filled. */
+mpc_status mpc__tls_ctx_new(const mpc_tls_options *o, int server, mpc__tls_ctx **out,
+                            mpc_error *err);
+void mpc__tls_ctx_free(mpc__tls_ctx *ctx);
+
+/* TLS on connected socket fd (not owned); a client verifies the server's
+ * certificate against server_name (a DNS name or IP address; NULL = the
+ * context's) unless the context says not to. */
+mpc_status mpc__tls_new(mpc__tls_ctx *ctx, int fd, const char *server_name, mpc__tls **out,
+                        mpc_error *err);
+void mpc__tls_free(mpc__tls *t);
+
+mpc_status mpc__tls_handshake(mpc__tls *t, mpc__deadline dl, const mpc__intr *intr, int *want,
+                              int *eno);
+mpc_status mpc__tls_read(mpc__tls *t, void *buf, size_t len, mpc__deadline dl,
+                         const mpc__intr *intr, size_t *got, int *want, int *eno);
+mpc_status mpc__tls_write(mpc__tls *t, struct iovec *iov, int iovcnt, mpc__deadline dl,
+                          const mpc__intr *intr, size_t *put, int *want, int *eno);
+/* 1 while records TLS wrote are still in its send buffer (non-blocking
+ * mode leaves them there when the socket is full); mpc__tls_flush() sends
+ * them (MPC_OK when none is left, MPC_AGAIN with MPC__NOW). */
+int mpc__tls_unflushed(const mpc__tls *t);
+mpc_status mpc__tls_flush(mpc__tls *t, mpc__deadline dl, const mpc__intr *intr, int *eno);
+/* Decrypted or received bytes TLS holds that no read has taken yet. */
+int mpc__tls_pending(const mpc__tls *t);
+/* The text of the last MPC_TLS (library-owned, in t). */
+const char *mpc__tls_errmsg(const mpc__tls *t);
+
+/* ------------------------------------------------------------------------
  * Objects (conn.c, listener.c, wait.c)
  * ------------------------------------------------------------------------ */
 #define MPC__RBUF_CAP ((size_t)64 * 1024)
@@ -208,6 +258,11 @@ struct mpc_conn {
     size_t nb_cap;
     struct mpc__hs *hs;          /* a handshake in progress (non-blocking) */
 
+    /* TLS (mpc_options.tls), NULL = plaintext. */
+    mpc__tls *tls;
+    unsigned char tls_handshaking; /* non-blocking: its handshake is in progress */
+    int tls_want;                /* what the last TLS MPC_AGAIN waits for */
+
     char peer[MPC__ADDR_TEXT_MAX];
     mpc_status last;
     int last_errno;
@@ -224,6 +279,7 @@ struct mpc_listener {
     char path[MPC__UNIX_PATH_MAX + 1];
 
     mpc_options opts;            /* authkey and digest point into the fields below */
+    mpc__tls_ctx *tls;           /* TLS for every accepted client, or NULL */
     unsigned char *key;          /* owned copy of the authkey (NULL = none) */
     char digest[16];
     mpc__intr intr;
@@ -239,6 +295,12 @@ mpc_status mpc__conn_new(int fd, int readable, int writable, int is_socket, cons
 /* Runs both handshake legs (deliver first when server != 0) under one
  * deadline.  On failure the conn's message says why. */
 mpc_status mpc__conn_handshake(mpc_conn *c, int server, const mpc_options *opts);
+
+/* Starts TLS on c (ctx's side; a client checks server_name): blocking, the
+ * whole TLS handshake under opts' handshake deadline; non-blocking, it is
+ * left to mpc_flush().  On failure the conn's message says why. */
+mpc_status mpc__conn_start_tls(mpc_conn *c, mpc__tls_ctx *ctx, const char *server_name,
+                               const mpc_options *opts);
 
 /* Copies the conn's last failure into err (may be NULL). */
 void mpc__conn_error_to(const mpc_conn *c, mpc_error *err);
