@@ -1,0 +1,514 @@
+"""asyncio for mpconn: the synchronous objects in non-blocking mode, driven by
+the running event loop.
+
+    import mpconn.asyncio as aio
+
+    async with aio.Listener(("127.0.0.1", 6000), authkey=b"secret") as listener:
+        conn = await listener.accept()
+        async with conn:
+            async for obj in conn:          # recv() until EOF
+                await conn.send(("ok", obj))
+
+    conn = await aio.Client(("127.0.0.1", 6000), authkey=b"secret")
+
+Names mirror mpconn (and so multiprocessing.connection): ``Listener``,
+``Client`` (a coroutine function), ``Pipe``, and connections whose ``send``,
+``recv``, ``send_bytes``, ``recv_bytes``, ``recv_bytes_into`` and ``poll``
+are coroutines.  ``wrap(conn)`` turns a synchronous mpconn Connection into
+an asynchronous one.  Exceptions are the synchronous API's (EOFError,
+AuthenticationError, BufferTooShort, OSError ...).
+
+How it works: every call first tries the operation, which in non-blocking
+mode either completes or raises BlockingIOError having consumed or accepted
+nothing; only then does it wait, with ``loop.add_reader``/``add_writer`` on
+the descriptor (what the connection says it wants), and tries again.  No
+threads, no executor, no polling; the default loop and uvloop both work.
+
+Rules:
+
+* Deadlines are the caller's: ``asyncio.wait_for()`` (or
+  ``asyncio.timeout()`` on Python >= 3.11).  ``Listener(...,
+  handshake_timeout=s)`` bounds each accepted client's handshake.
+* Cancelling any call is safe.  A cancelled receive loses nothing: a
+  partly received message stays inside the connection and the next receive
+  returns it whole.  A cancelled send has either sent nothing, or its
+  message was accepted whole and the next send (or ``async with`` exit)
+  completes it before anything else; a plain ``close()`` writes what it can
+  without waiting and drops the rest.
+* One receiving task and one sending task at a time per connection (they
+  may run concurrently with each other); a second concurrent receiver (or
+  sender) gets RuntimeError.  ``poll()`` may run beside a receiver.
+* Name resolution blocks (as the synchronous API's); numeric addresses
+  never do.
+* ``wrap(conn)`` switches conn to non-blocking mode for good: use only the
+  asynchronous object afterwards.
+"""
+
+import asyncio as _asyncio
+from multiprocessing import reduction as _reduction
+
+from . import connection as _sync
+from ._errors import make_error as _make_error
+from .connection import AuthenticationError, BufferTooShort  # noqa: F401  (re-exported)
+
+__all__ = ["Client", "Connection", "Listener", "Pipe", "wrap",
+           "AuthenticationError", "BufferTooShort"]
+
+_READ = 1
+_WRITE = 2
+_dumps = _reduction.ForkingPickler.dumps
+_RECEIVING = "another task is already receiving on this connection"
+_SENDING = "another task is already sending on this connection"
+
+
+def _wake(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Waiters(object):
+    """The futures waiting for one descriptor to be readable or writable, on
+    one loop.  One add_reader (add_writer) registration per object however
+    many tasks wait (a receiver and a sender may both wait for writability,
+    a poll beside a receive for readability); it is removed as soon as it
+    fires or nobody waits any more."""
+
+    __slots__ = ("_fd", "_loop", "_readers", "_writers")
+
+    def __init__(self, fd):
+        self._fd = fd
+        self._loop = None
+        self._readers = []
+        self._writers = []
+
+    def _on_readable(self):
+        readers, self._readers = self._readers, []
+        self._loop.remove_reader(self._fd)
+        for fut in readers:
+            _wake(fut)
+
+    def _on_writable(self):
+        writers, self._writers = self._writers, []
+        self._loop.remove_writer(self._fd)
+        for fut in writers:
+            _wake(fut)
+
+    def add(self, loop, fut, events):
+        if self._readers or self._writers:
+            if loop is not self._loop:
+                raise RuntimeError("this mpconn object is already waited on by another event loop")
+        else:
+            self._loop = loop
+        if events & _READ:
+            if not self._readers:
+                loop.add_reader(self._fd, self._on_readable)
+            self._readers.append(fut)
+        if events & _WRITE:
+            if not self._writers:
+                try:
+                    loop.add_writer(self._fd, self._on_writable)
+                except BaseException:
+                    self.discard(fut)
+                    raise
+            self._writers.append(fut)
+
+    def discard(self, fut):
+        """Forgets fut (woken, cancelled or timed out)."""
+        readers = self._readers
+        if fut in readers:
+            readers.remove(fut)
+            if not readers:
+                self._loop.remove_reader(self._fd)
+        writers = self._writers
+        if fut in writers:
+            writers.remove(fut)
+            if not writers:
+                self._loop.remove_writer(self._fd)
+
+    def clear(self):
+        """Drops both registrations (before the descriptor is closed) and
+        wakes every waiter: it retries and meets the closed object."""
+        readers, self._readers = self._readers, []
+        writers, self._writers = self._writers, []
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            if readers:
+                loop.remove_reader(self._fd)
+            if writers:
+                loop.remove_writer(self._fd)
+        for fut in readers + writers:
+            if not fut.done() and not fut.get_loop().is_closed():
+                _wake(fut)
+
+    async def ready(self, events, deadline=None):
+        """Waits until the descriptor is ready for events (or deadline, a
+        loop.time() value, has passed)."""
+        loop = _asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.add(loop, fut, events)
+        timer = None if deadline is None else loop.call_at(deadline, _wake, fut)
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.discard(fut)
+
+
+def _as_sync_connection(conn):
+    if not isinstance(conn, _sync.Connection):
+        raise TypeError("an mpconn Connection is required, not %s" % type(conn).__name__)
+    return conn
+
+
+class Connection(object):
+    """An asynchronous mpconn connection (made by Client, Listener.accept,
+    Pipe or wrap; ``Connection(conn)`` is ``wrap(conn)``)."""
+
+    __slots__ = ("_conn", "_io", "_receiving", "_sending", "__weakref__")
+
+    def __init__(self, conn):
+        conn = _as_sync_connection(conn)
+        conn._setblocking(False)
+        self._conn = conn
+        self._io = _Waiters(conn.fileno())
+        self._receiving = False
+        self._sending = False
+
+    def __repr__(self):
+        conn = self._conn
+        state = "closed" if conn.closed else "fd=%d" % conn.fileno()
+        return "<%s.%s %s>" % (type(self).__module__, type(self).__name__, state)
+
+    # -- properties of the synchronous object
+
+    @property
+    def closed(self):
+        """True if the connection is closed."""
+        return self._conn.closed
+
+    @property
+    def readable(self):
+        """True if the connection is readable."""
+        return self._conn.readable
+
+    @property
+    def writable(self):
+        """True if the connection is writable."""
+        return self._conn.writable
+
+    def fileno(self):
+        """File descriptor of the connection."""
+        return self._conn.fileno()
+
+    def close(self):
+        """Close the connection.  Output a cancelled send left inside it is
+        written as far as the socket takes it without waiting; the rest is
+        dropped (``async with`` waits for it instead).  Tasks waiting on the
+        connection wake and get OSError("handle is closed")."""
+        conn = self._conn
+        self._io.clear()
+        if not conn.closed:
+            try:
+                conn._flush()
+            except (OSError, EOFError, AuthenticationError):
+                pass
+        conn.close()
+
+    # -- the engine
+
+    async def _retry(self, want, op, *args):
+        """Waits for what the connection wants and calls op(*args) again until
+        it stops raising BlockingIOError."""
+        conn = self._conn
+        io = self._io
+        trust_pending = True
+        while True:
+            events = conn._wants() or want
+            if events & _READ and trust_pending and conn._pending():
+                # A whole message is already buffered: never wait on the
+                # descriptor for it (once; should the call still want input,
+                # the next round waits for it).
+                events &= ~_READ
+                trust_pending = False
+            if events:
+                await io.ready(events)
+            try:
+                return op(*args)
+            except BlockingIOError:
+                pass
+
+    async def _drain(self):
+        """Waits until the output queued inside the connection is written."""
+        conn = self._conn
+        io = self._io
+        while not conn._flush():
+            await io.ready(conn._wants() or _WRITE)
+
+    async def _recv_slow(self, op, *args):
+        if self._receiving:
+            raise RuntimeError(_RECEIVING)
+        self._receiving = True
+        try:
+            return await self._retry(_READ, op, *args)
+        finally:
+            self._receiving = False
+
+    async def _send_slow(self, accepted, *args):
+        """Finishes a send: retries it (when it was not accepted) and waits
+        until the connection's output is written."""
+        if self._sending:
+            raise RuntimeError(_SENDING)
+        self._sending = True
+        try:
+            if not accepted:
+                await self._retry(_WRITE, self._conn.send_bytes, *args)
+            await self._drain()
+        finally:
+            self._sending = False
+
+    # -- receiving
+
+    async def recv_bytes(self, maxlength=None):
+        """Receive one message as bytes (OSError("bad message length") when it
+        is longer than maxlength; EOFError at end of file)."""
+        if self._receiving:
+            raise RuntimeError(_RECEIVING)
+        try:
+            return self._conn.recv_bytes(maxlength)
+        except BlockingIOError:
+            pass
+        return await self._recv_slow(self._conn.recv_bytes, maxlength)
+
+    async def recv_bytes_into(self, buf, offset=0):
+        """Receive one message into buf at offset; returns its length
+        (BufferTooShort, carrying the message, when it does not fit)."""
+        if self._receiving:
+            raise RuntimeError(_RECEIVING)
+        try:
+            return self._conn.recv_bytes_into(buf, offset)
+        except BlockingIOError:
+            pass
+        return await self._recv_slow(self._conn.recv_bytes_into, buf, offset)
+
+    async def recv(self):
+        """Receive one (unpickled) object."""
+        if self._receiving:
+            raise RuntimeError(_RECEIVING)
+        try:
+            return self._conn.recv()
+        except BlockingIOError:
+            pass
+        return await self._recv_slow(self._conn.recv)
+
+    async def poll(self, timeout=0.0):
+        """Whether there is data to read, waiting up to timeout seconds for
+        it (None: no limit).  May run beside a receiving task."""
+        conn = self._conn
+        if self._poll_now():  # also raises what the synchronous poll() does
+            return True
+        if timeout is not None:
+            timeout = float(timeout)
+            if not timeout > 0:  # also NaN
+                return False
+        loop = _asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            await self._io.ready(_READ, deadline)
+            if conn._pending() or self._poll_now():
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
+
+    def _poll_now(self):
+        try:
+            return self._conn.poll(0)
+        except BlockingIOError:
+            return False
+
+    # -- sending
+
+    async def send_bytes(self, buf, offset=0, size=None):
+        """Send the bytes of buf[offset:offset+size] as one message; returns
+        once it is written to the socket.  buf may be reused as soon as the
+        call has started (a message that cannot be written at once is
+        copied inside the connection)."""
+        if self._sending:
+            raise RuntimeError(_SENDING)
+        conn = self._conn
+        try:
+            conn.send_bytes(buf, offset, size)
+        except BlockingIOError:
+            await self._send_slow(False, buf, offset, size)
+            return
+        if conn._wants():
+            await self._send_slow(True)
+
+    async def send(self, obj):
+        """Send a (picklable) object, pickled as the synchronous send() does."""
+        if self._sending:
+            raise RuntimeError(_SENDING)
+        conn = self._conn
+        # The synchronous send()'s checks, before pickling as it does.
+        if conn.closed:
+            raise _make_error("CLOSED", None)
+        if not conn.writable:
+            raise _make_error("NOTWRITABLE", None)
+        await self.send_bytes(_dumps(obj))
+
+    # -- protocols
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, exc_tb):
+        try:
+            if exc_type is None and not self._conn.closed and self._conn._wants():
+                try:
+                    await self._drain()
+                except (OSError, EOFError):
+                    pass
+        finally:
+            self.close()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.recv()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+
+def wrap(conn):
+    """An asynchronous connection made of a synchronous mpconn Connection,
+    which is switched to non-blocking mode (use only the result from then
+    on)."""
+    return Connection(conn)
+
+
+async def _handshake(aconn, deadline=None):
+    """Finishes the connect and handshake of a connection made non-blocking;
+    closes it on any failure (cancellation included)."""
+    conn = aconn._conn
+    try:
+        while not conn._flush():
+            if deadline is not None and _asyncio.get_running_loop().time() >= deadline:
+                raise _make_error("TIMEOUT", "handshake timed out")
+            await aconn._io.ready(conn._wants() or _READ, deadline)
+    except BaseException:
+        aconn.close()
+        raise
+    return aconn
+
+
+async def Client(address, family=None, authkey=None, *, dialect="modern", digest="sha256",
+                 read_ahead=False):
+    """Connect to the address of a Listener (ours or CPython's); returns an
+    asynchronous Connection once the handshake (with an authkey) is done.
+
+    Deadlines: asyncio.wait_for() / asyncio.timeout() around the call.
+    """
+    conn = _sync.Client(address, family, authkey, dialect=dialect, digest=digest,
+                        read_ahead=read_ahead, _nonblocking=True)
+    try:
+        aconn = Connection(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return await _handshake(aconn)
+
+
+def Pipe(duplex=True, *, read_ahead=False):
+    """A pair of asynchronous connections at either end of a pipe
+    (duplex=False: (reader, writer))."""
+    a, b = _sync.Pipe(duplex, read_ahead=read_ahead)
+    try:
+        return Connection(a), Connection(b)
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+
+
+class Listener(object):
+    """Listener(address=None, family=None, backlog=1, authkey=None, *,
+    dialect='modern', digest='sha256', handshake_timeout=None,
+    read_ahead=False)
+
+    Binds and listens at once (no wait); ``await accept()`` waits for a
+    client and finishes its handshake (within handshake_timeout seconds when
+    given: TimeoutError("handshake timed out")).  A client that fails its
+    handshake makes accept() raise (AuthenticationError ...), as the
+    synchronous accept() does; the listener stays usable.
+    """
+
+    __slots__ = ("_listener", "_io", "_handshake_timeout", "__weakref__")
+
+    def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
+                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False):
+        if handshake_timeout is not None:
+            handshake_timeout = float(handshake_timeout)
+        self._listener = None
+        listener = _sync.Listener(address, family, backlog, authkey, dialect=dialect,
+                                  digest=digest, read_ahead=read_ahead)
+        try:
+            listener._set_blocking(False)
+            self._io = _Waiters(listener.fileno())
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._handshake_timeout = handshake_timeout
+
+    def __repr__(self):
+        if self._listener is None or self._listener._handle is None:
+            return "<%s.Listener closed>" % __name__
+        return "<%s.Listener %r>" % (__name__, self._listener.address)
+
+    async def accept(self):
+        """Wait for a client; returns its asynchronous Connection once the
+        handshake is done."""
+        listener = self._listener
+        while True:
+            last = listener._last_accepted
+            try:
+                conn = listener.accept()
+                break
+            except BlockingIOError:
+                listener._last_accepted = last
+            await self._io.ready(_READ)
+        try:
+            aconn = Connection(conn)
+        except BaseException:
+            conn.close()
+            raise
+        deadline = None
+        if self._handshake_timeout is not None:
+            deadline = _asyncio.get_running_loop().time() + self._handshake_timeout
+        return await _handshake(aconn, deadline)
+
+    def close(self):
+        """Close the listener (a Unix socket file it made is removed); tasks
+        waiting in accept() wake and get OSError("listener is closed")."""
+        if self._listener is not None:
+            self._io.clear()
+            self._listener.close()
+
+    def fileno(self):
+        return self._listener.fileno()
+
+    @property
+    def address(self):
+        return self._listener.address
+
+    @property
+    def last_accepted(self):
+        return self._listener.last_accepted
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, exc_tb):
+        self.close()
