@@ -73,3 +73,53 @@ def test_the_player_data_example_runs_across_implementations(listener_mpconn, cl
             listener.wait()
     assert listener.returncode == 0, err
     assert EXPECTED in out.splitlines()
+
+
+ECHO_REPLIES = ["reply: ('ok', 'ping')", "reply: ('ok', {'level': 42})",
+                "reply: ('ok', b'\\x00\\xff\\x00\\xff\\x00\\xff')"]
+STOCK_ECHO_CLIENT = """
+import sys
+from multiprocessing.connection import Client
+address = sys.argv[1]
+if ":" in address and "/" not in address:
+    address = (address.rsplit(":", 1)[0], int(address.rsplit(":", 1)[1]))
+with Client(address, authkey=b"example key") as conn:
+    conn.send([1, "two"])
+    print(conn.recv())
+"""
+
+
+@pytest.mark.parametrize("where", ["tcp", "unix"])
+def test_the_asyncio_echo_example_serves_its_client_and_a_stock_one(where, tmp_path):
+    import signal
+
+    script = os.path.join(EXAMPLES, "asyncio_echo.py")
+    address = "127.0.0.1:0" if where == "tcp" else str(tmp_path / "echo.sock")
+    server = subprocess.Popen([sys.executable, script, "serve", address, "example key"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith("Listening on "), first + server.stderr.read()
+        bound = ast.literal_eval(first[len("Listening on "):])
+        client_address = "%s:%d" % bound if isinstance(bound, tuple) else bound
+        ours = subprocess.run([sys.executable, script, "client", client_address, "example key"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60)
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout.splitlines() == ECHO_REPLIES
+        stock = subprocess.run([machine_python3(), "-c", STOCK_ECHO_CLIENT, client_address],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               universal_newlines=True, timeout=60, env=env_for(False))
+        assert stock.returncode == 0, stock.stderr
+        assert stock.stdout == "('ok', [1, 'two'])\n"
+        server.send_signal(signal.SIGINT)  # the example ends on Ctrl-C
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    assert out == "", out
+    if where == "unix":
+        assert not os.path.exists(address)
