@@ -6,7 +6,7 @@
 # 0. the Debian packages the suites need (.ci/deps.sh test: installed when
 #    missing if this runs as root or with passwordless sudo, else it prints
 #    the apt-get command to run and stops),
-# 1. a virtualenv at build/venv with pytest (and the mpconn Python package when
+# 1. a virtualenv at build/venv with pytest and uvloop (and the mpconn Python package when
 #    the repository has one: `pip install .`),
 # 2. CMake configure + build into build/ (-j2),
 # 3. ctest over every registered suite (C unit tests, Python, Lua, interop),
@@ -42,6 +42,12 @@ fi
 VPY="$VENV/bin/python"
 if ! "$VPY" -c 'import pytest' 2>/dev/null; then
   "$VPY" -m pip install -q --disable-pip-version-check pytest || die "pip install pytest"
+fi
+# uvloop: tests/python/test_asyncio.py runs every item on asyncio's loop and
+# on uvloop; without it the uvloop items skip and say so.
+if ! "$VPY" -c 'import uvloop' 2>/dev/null; then
+  "$VPY" -m pip install -q --disable-pip-version-check uvloop \
+    || echo "run_all.sh: pip install uvloop failed: the uvloop items of test_asyncio.py will skip" >&2
 fi
 
 if [ -f "$ROOT/setup.py" ] || [ -f "$ROOT/pyproject.toml" ]; then
