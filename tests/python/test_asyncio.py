@@ -45,19 +45,58 @@ LOOPS = [
 ]
 
 
+if uvloop is not None:
+
+    class TrackingUVLoop(uvloop.Loop):
+        """uvloop's loop, whose remove_reader()/remove_writer() say whether
+        they removed something, as asyncio's do (uvloop's return None)."""
+
+        def __init__(self):
+            super().__init__()
+            self.tracked = ({}, {})
+
+        def _track(self, which, fd, on):
+            fd = fd if isinstance(fd, int) else fd.fileno()
+            was = fd in self.tracked[which]
+            if on:
+                self.tracked[which][fd] = True
+            else:
+                self.tracked[which].pop(fd, None)
+            return was
+
+        def add_reader(self, fd, callback, *args):
+            super().add_reader(fd, callback, *args)
+            self._track(0, fd, True)
+
+        def remove_reader(self, fd):
+            super().remove_reader(fd)
+            return self._track(0, fd, False)
+
+        def add_writer(self, fd, callback, *args):
+            super().add_writer(fd, callback, *args)
+            self._track(1, fd, True)
+
+        def remove_writer(self, fd):
+            super().remove_writer(fd)
+            return self._track(1, fd, False)
+
+
 def run_in(kind, coro, timeout=60):
     """Runs coro to its end on a new loop of the given kind, under a deadline."""
 
     async def guarded():
         loop = asyncio.get_running_loop()
-        assert (type(loop).__module__.split(".")[0] == "uvloop") == (kind == "uvloop")
+        if kind == "uvloop":
+            assert isinstance(loop, uvloop.Loop)
+        else:
+            assert type(loop).__module__.split(".")[0] == "asyncio"
         return await asyncio.wait_for(coro, timeout)
 
     if kind == "uvloop":
         if hasattr(asyncio, "Runner"):
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            with asyncio.Runner(loop_factory=TrackingUVLoop) as runner:
                 return runner.run(guarded())
-        loop = uvloop.new_event_loop()
+        loop = TrackingUVLoop()
         try:
             asyncio.set_event_loop(loop)
             return loop.run_until_complete(guarded())
@@ -131,7 +170,7 @@ async def settle():
 
 def assert_unregistered(conn):
     """Nothing of conn is left registered on the running loop (remove_*
-    says whether it removed something)."""
+    says whether it removed something; see TrackingUVLoop)."""
     loop = asyncio.get_running_loop()
     fd = conn.fileno()
     assert loop.remove_reader(fd) is False, "a reader was left registered"
@@ -156,8 +195,10 @@ def test_a_pipe_carries_bytes_objects_and_buffers_exactly(run):
         async with a, b:
             for size in (0, 1, 4, 5, 16384, 16385, 1 << 20, 8 << 20):
                 msg = payload(size)
-                await a.send_bytes(msg)
-                assert await b.recv_bytes() == msg
+                # a send returns once its message is in the kernel: a large
+                # one needs the receiver running at the same time
+                _, got = await asyncio.gather(a.send_bytes(msg), b.recv_bytes())
+                assert got == msg
             await a.send_bytes(b"0123456789", 2, 5)
             assert await b.recv_bytes() == b"23456"
             await a.send_bytes(bytearray(b"abcdef"), 3)
@@ -305,7 +346,11 @@ def test_a_second_concurrent_receiver_or_sender_gets_runtime_error(run):
         await settle()
         await b.send_bytes(b"first")
         assert await first == b"first"
+        await settle()
+        assert not poller.done()  # woken with the receiver, but the data is gone
+        await b.send_bytes(b"second")
         assert await poller is True
+        assert await a.recv_bytes() == b"second"
         data = bytes(32 << 20)
         sender = asyncio.ensure_future(b.send_bytes(data))
         await settle()
