@@ -472,12 +472,11 @@ class Listener(object):
         handshake is done."""
         listener = self._listener
         while True:
-            last = listener._last_accepted
             try:
                 conn = listener.accept()
                 break
             except BlockingIOError:
-                listener._last_accepted = last
+                pass
             await self._io.ready(_READ)
         try:
             aconn = Connection(conn)
