@@ -46,6 +46,7 @@ Rules:
 
 import asyncio as _asyncio
 from multiprocessing import reduction as _reduction
+from operator import index as _index
 
 from . import connection as _sync
 from ._errors import make_error as _make_error
@@ -57,6 +58,11 @@ __all__ = ["Client", "Connection", "Listener", "Pipe", "wrap",
 _READ = 1
 _WRITE = 2
 _dumps = _reduction.ForkingPickler.dumps
+# Small messages queued in Python, waiting for the socket, before a send
+# waits (asyncio's transports pause their writers at 64 KiB too).
+_HIGH_WATER = 64 * 1024
+# Seconds a close()d connection goes on writing its queued output.
+_LINGER = 30.0
 _RECEIVING = "another task is already receiving on this connection"
 _SENDING = "another task is already sending on this connection"
 
@@ -67,76 +73,103 @@ def _wake(fut):
 
 
 class _Waiters(object):
-    """The futures waiting for one descriptor to be readable or writable, on
-    one loop.  One add_reader (add_writer) registration per object however
-    many tasks wait (a receiver and a sender may both wait for writability,
-    a poll beside a receive for readability); it is removed as soon as it
-    fires or nobody waits any more."""
+    """Who waits for one descriptor, on one loop: futures waiting for it to
+    be readable or writable, and the output pump of a connection (called
+    whenever it is writable, before the writable futures wake).  One
+    add_reader (add_writer) registration however many wait (a receiver and a
+    sender may both wait for writability, a poll beside a receive for
+    readability); it is removed as soon as nobody waits any more."""
 
-    __slots__ = ("_fd", "_loop", "_readers", "_writers")
+    __slots__ = ("_fd", "_loop", "_readers", "_writers", "_pump", "_rreg", "_wreg")
 
     def __init__(self, fd):
         self._fd = fd
         self._loop = None
         self._readers = []
         self._writers = []
+        self._pump = None
+        self._rreg = False
+        self._wreg = False
+
+    def _update(self):
+        """Makes the loop's registrations match who waits."""
+        loop = self._loop
+        want = bool(self._readers)
+        if want != self._rreg:
+            if want:
+                loop.add_reader(self._fd, self._on_readable)
+            else:
+                loop.remove_reader(self._fd)
+            self._rreg = want
+        want = bool(self._writers) or self._pump is not None
+        if want != self._wreg:
+            if want:
+                loop.add_writer(self._fd, self._on_writable)
+            else:
+                loop.remove_writer(self._fd)
+            self._wreg = want
 
     def _on_readable(self):
         readers, self._readers = self._readers, []
-        self._loop.remove_reader(self._fd)
+        self._update()
         for fut in readers:
             _wake(fut)
 
     def _on_writable(self):
         writers, self._writers = self._writers, []
-        self._loop.remove_writer(self._fd)
+        if self._pump is not None:
+            self._pump()
+        self._update()
         for fut in writers:
             _wake(fut)
 
-    def add(self, loop, fut, events):
-        if self._readers or self._writers:
+    def _use(self, loop):
+        if self._readers or self._writers or self._pump is not None:
             if loop is not self._loop:
-                raise RuntimeError("this mpconn object is already waited on by another event loop")
+                raise RuntimeError("this mpconn object is already in use by another event loop")
         else:
             self._loop = loop
+
+    def add(self, loop, fut, events):
+        self._use(loop)
         if events & _READ:
-            if not self._readers:
-                loop.add_reader(self._fd, self._on_readable)
             self._readers.append(fut)
         if events & _WRITE:
-            if not self._writers:
-                try:
-                    loop.add_writer(self._fd, self._on_writable)
-                except BaseException:
-                    self.discard(fut)
-                    raise
             self._writers.append(fut)
+        try:
+            self._update()
+        except BaseException:
+            self.discard(fut)
+            raise
 
     def discard(self, fut):
         """Forgets fut (woken, cancelled or timed out)."""
-        readers = self._readers
-        if fut in readers:
-            readers.remove(fut)
-            if not readers:
-                self._loop.remove_reader(self._fd)
-        writers = self._writers
-        if fut in writers:
-            writers.remove(fut)
-            if not writers:
-                self._loop.remove_writer(self._fd)
+        if fut in self._readers:
+            self._readers.remove(fut)
+        if fut in self._writers:
+            self._writers.remove(fut)
+        self._update()
+
+    def set_pump(self, loop, pump):
+        """pump() is called whenever the descriptor is writable, until
+        set_pump(loop, None)."""
+        if pump is not None:
+            self._use(loop)
+        self._pump = pump
+        self._update()
 
     def clear(self):
-        """Drops both registrations (before the descriptor is closed) and
+        """Drops every registration (before the descriptor is closed) and
         wakes every waiter: it retries and meets the closed object."""
-        readers, self._readers = self._readers, []
-        writers, self._writers = self._writers, []
+        waiters = self._readers + self._writers
+        self._readers = []
+        self._writers = []
+        self._pump = None
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            if readers:
-                loop.remove_reader(self._fd)
-            if writers:
-                loop.remove_writer(self._fd)
-        for fut in readers + writers:
+            self._update()
+        self._rreg = self._wreg = False
+        for fut in waiters:
             if not fut.done() and not fut.get_loop().is_closed():
                 _wake(fut)
 
@@ -161,11 +194,114 @@ def _as_sync_connection(conn):
     return conn
 
 
+def _fresh(error):
+    """A new exception like error (raising one instance again and again
+    would chain its tracebacks)."""
+    try:
+        return type(error)(*error.args)
+    except Exception:  # pragma: no cover - an exception type with odd arguments
+        return error
+
+
+def _message_view(conn, buf, offset, size):
+    """The bytes of buf[offset:offset+size] as a memoryview, with the checks
+    and errors of the synchronous send_bytes()."""
+    if conn.closed:
+        raise _make_error("CLOSED", None)
+    if not conn.writable:
+        raise _make_error("NOTWRITABLE", None)
+    offset = _index(offset)
+    if size is not None:
+        size = _index(size)
+    view = memoryview(buf)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    length = len(view)
+    if offset < 0:
+        raise ValueError("offset is negative")
+    if length < offset:
+        raise ValueError("buffer length < offset")
+    if size is None:
+        size = length - offset
+    elif size < 0:
+        raise ValueError("size is negative")
+    elif size > length - offset:
+        raise ValueError("buffer length < offset + size")
+    return view[offset:offset + size]
+
+
+class _ClosedConnection(object):
+    """What an asynchronous Connection holds after close() while its last
+    output is still being written in the background: every call raises as
+    on a closed connection."""
+
+    __slots__ = ("readable", "writable")
+    closed = True
+
+    def __init__(self, readable, writable):
+        self.readable = readable
+        self.writable = writable
+
+    def _closed(self, *args, **kwargs):
+        raise _make_error("CLOSED", None)
+
+    fileno = send_bytes = send_bytes_many = recv_bytes = recv_bytes_into = recv = poll = _closed
+    _flush = _closed
+
+    def _wants(self):
+        return 0
+
+    def _pending(self):
+        return False
+
+    def close(self):
+        pass
+
+
+def _linger(loop, conn, outq):
+    """Writes what a closed connection still had to send, in the background
+    on loop, then closes it (as an asyncio transport's close() does); gives
+    up after _LINGER seconds or at the first error."""
+    io = _Waiters(conn.fileno())
+
+    def finish():
+        timer.cancel()
+        io.set_pump(loop, None)
+        conn.close()
+
+    def pump():
+        try:
+            if not conn._flush():
+                return
+            if outq:
+                conn.send_bytes_many(outq)
+                del outq[:]
+                if not conn._flush():
+                    return
+        except BlockingIOError:
+            return
+        except Exception:  # the peer is gone: nothing more to deliver
+            pass
+        finish()
+
+    timer = loop.call_later(_LINGER, finish)
+    io.set_pump(loop, pump)
+
+
 class Connection(object):
     """An asynchronous mpconn connection (made by Client, Listener.accept,
-    Pipe or wrap; ``Connection(conn)`` is ``wrap(conn)``)."""
+    Pipe or wrap; ``Connection(conn)`` is ``wrap(conn)``).
 
-    __slots__ = ("_conn", "_io", "_receiving", "_sending", "__weakref__")
+    Output: a send returns once the connection has taken its message:
+    written, or queued to be written by the loop as soon as the socket takes
+    more.  Small messages queue here, up to _HIGH_WATER bytes (then a send
+    waits), and go out many per system call; a large one waits until all
+    earlier output is written, and the connection keeps what the socket
+    does not take at once.  An error writing queued output is raised by the
+    next send."""
+
+    __slots__ = ("_conn", "_io", "_receiving", "_sending", "_outq", "_outsize", "_queued",
+                 "_out_error", "__weakref__")
 
     def __init__(self, conn):
         conn = _as_sync_connection(conn)
@@ -174,6 +310,10 @@ class Connection(object):
         self._io = _Waiters(conn.fileno())
         self._receiving = False
         self._sending = False
+        self._outq = []  # small messages (bytes) the connection has not taken yet
+        self._outsize = 0  # their bytes
+        self._queued = False  # output waits (in _outq or inside the connection): the pump runs
+        self._out_error = None  # what writing queued output failed with
 
     def __repr__(self):
         conn = self._conn
@@ -202,20 +342,32 @@ class Connection(object):
         return self._conn.fileno()
 
     def close(self):
-        """Close the connection.  Output a cancelled send left inside it is
-        written as far as the socket takes it without waiting; the rest is
-        dropped (``async with`` waits for it instead).  Tasks waiting on the
-        connection wake and get OSError("handle is closed")."""
+        """Close the connection.  Tasks waiting on it wake and get
+        OSError("handle is closed").  Output still queued is written in the
+        background by the loop (as an asyncio transport's close() does) for
+        up to _LINGER seconds, and then the descriptor is closed."""
         conn = self._conn
-        self._io.clear()
-        if not conn.closed:
-            try:
-                conn._flush()
-            except (OSError, EOFError, AuthenticationError):
-                pass
-        conn.close()
+        io = self._io
+        if self._queued and not conn.closed:
+            self._pump()  # what the socket takes now
+        loop = io._loop
+        outq, queued = self._outq, self._queued
+        self._outq = []
+        self._outsize = 0
+        self._queued = False
+        io.clear()
+        if queued and not conn.closed and loop is not None and not loop.is_closed():
+            self._conn = _ClosedConnection(conn.readable, conn.writable)
+            _linger(loop, conn, outq)
+        else:
+            conn.close()
 
     # -- the engine
+
+    def _check_same(self, conn):
+        """After a wait: conn is still ours (a close() replaces it)."""
+        if self._conn is not conn:
+            raise _make_error("CLOSED", None)
 
     async def _retry(self, want, op, *args):
         """Waits for what the connection wants and calls op(*args) again until
@@ -233,17 +385,11 @@ class Connection(object):
                 trust_pending = False
             if events:
                 await io.ready(events)
+                self._check_same(conn)
             try:
                 return op(*args)
             except BlockingIOError:
                 pass
-
-    async def _drain(self):
-        """Waits until the output queued inside the connection is written."""
-        conn = self._conn
-        io = self._io
-        while not conn._flush():
-            await io.ready(conn._wants() or _WRITE)
 
     async def _recv_slow(self, op, *args):
         if self._receiving:
@@ -254,16 +400,80 @@ class Connection(object):
         finally:
             self._receiving = False
 
-    async def _send_slow(self, accepted, *args):
-        """Finishes a send: retries it (when it was not accepted) and waits
-        until the connection's output is written."""
+    # -- output
+
+    def _start_pump(self):
+        self._queued = True
+        self._io.set_pump(_asyncio.get_running_loop(), self._pump)
+
+    def _pump(self):
+        """Writes queued output as far as the socket takes it (the loop calls
+        it whenever the descriptor is writable); stops once all is out."""
+        conn = self._conn
+        try:
+            if not conn._flush():
+                return  # (plain sockets: it then wants writability)
+            outq = self._outq
+            if outq:
+                try:
+                    if len(outq) == 1:
+                        conn.send_bytes(outq[0])
+                    else:
+                        conn.send_bytes_many(outq)
+                except BlockingIOError:
+                    return
+                self._outq = []
+                self._outsize = 0
+                if conn._wants() & _WRITE:
+                    return
+        except Exception as e:  # raised by the next send
+            self._out_error = e
+            self._outq = []
+            self._outsize = 0
+        self._queued = False
+        self._io.set_pump(None, None)
+
+    async def _wait_output(self, limit):
+        """Waits until at most limit bytes are queued here (None: until all
+        output, the connection's own included, is written)."""
+        conn = self._conn
+        while self._queued and (limit is None or self._outsize > limit):
+            await self._io.ready(_WRITE)  # the pump runs first
+            self._check_same(conn)
+        if self._out_error is not None:
+            raise _fresh(self._out_error)
+
+    def _send_check(self):
         if self._sending:
             raise RuntimeError(_SENDING)
+        raise _fresh(self._out_error)
+
+    async def _send_queued(self, buf, offset, size):
+        """A send while earlier output waits: queue a small message; a large
+        one waits for all earlier output to be written."""
+        conn = self._conn
+        view = _message_view(conn, buf, offset, size)
+        n = view.nbytes
         self._sending = True
         try:
-            if not accepted:
-                await self._retry(_WRITE, self._conn.send_bytes, *args)
-            await self._drain()
+            if n < _HIGH_WATER:
+                await self._wait_output(_HIGH_WATER - n)
+                self._outq.append(view.tobytes())
+                self._outsize += n
+                if not self._queued:
+                    self._start_pump()
+                return
+            await self._wait_output(None)
+            while True:
+                try:
+                    conn.send_bytes(view)
+                    break
+                except BlockingIOError:
+                    pass
+                await self._io.ready(conn._wants() or _WRITE)
+                self._check_same(conn)
+            if conn._wants() & _WRITE:
+                self._start_pump()
         finally:
             self._sending = False
 
@@ -315,6 +525,7 @@ class Connection(object):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             await self._io.ready(_READ, deadline)
+            self._check_same(conn)
             if conn._pending() or self._poll_now():
                 return True
             if deadline is not None and loop.time() >= deadline:
@@ -329,25 +540,27 @@ class Connection(object):
     # -- sending
 
     async def send_bytes(self, buf, offset=0, size=None):
-        """Send the bytes of buf[offset:offset+size] as one message; returns
-        once it is written to the socket.  buf may be reused as soon as the
-        call has started (a message that cannot be written at once is
-        copied inside the connection)."""
-        if self._sending:
-            raise RuntimeError(_SENDING)
-        conn = self._conn
-        try:
-            conn.send_bytes(buf, offset, size)
-        except BlockingIOError:
-            await self._send_slow(False, buf, offset, size)
-            return
-        if conn._wants():
-            await self._send_slow(True)
+        """Send the bytes of buf[offset:offset+size] as one message.  Returns
+        once the connection has taken it (see the class); buf may be reused
+        then.  Cancelled, it has sent nothing."""
+        if self._sending or self._out_error is not None:
+            self._send_check()
+        if not self._queued:
+            conn = self._conn
+            try:
+                conn.send_bytes(buf, offset, size)
+            except BlockingIOError:
+                pass
+            else:
+                if conn._wants() & _WRITE:
+                    self._start_pump()
+                return
+        await self._send_queued(buf, offset, size)
 
     async def send(self, obj):
         """Send a (picklable) object, pickled as the synchronous send() does."""
-        if self._sending:
-            raise RuntimeError(_SENDING)
+        if self._sending or self._out_error is not None:
+            self._send_check()
         conn = self._conn
         # The synchronous send()'s checks, before pickling as it does.
         if conn.closed:
@@ -362,10 +575,12 @@ class Connection(object):
         return self
 
     async def __aexit__(self, exc_type, exc_value, exc_tb):
+        """Waits for the output still queued (when the block ended without
+        an exception), then closes."""
         try:
-            if exc_type is None and not self._conn.closed and self._conn._wants():
+            if exc_type is None and self._queued:
                 try:
-                    await self._drain()
+                    await self._wait_output(None)
                 except (OSError, EOFError):
                     pass
         finally:
