@@ -29,15 +29,22 @@ Rules:
 * Deadlines are the caller's: ``asyncio.wait_for()`` (or
   ``asyncio.timeout()`` on Python >= 3.11).  ``Listener(...,
   handshake_timeout=s)`` bounds each accepted client's handshake.
+* A send returns once the connection has taken its message: written, or
+  queued and then written by the loop as the socket takes more (asyncio's
+  transports do the same).  Small messages queue up to 64 KiB and go out
+  many per system call; a send waits while the queue is full, and a large
+  message waits until everything before it is written.  An error writing
+  queued output is raised by the next send.  ``close()`` finishes queued
+  output in the background (for up to 30 s) and then closes the descriptor;
+  ``async with`` waits for it.
 * Cancelling any call is safe.  A cancelled receive loses nothing: a
   partly received message stays inside the connection and the next receive
-  returns it whole.  A cancelled send has either sent nothing, or its
-  message was accepted whole and the next send (or ``async with`` exit)
-  completes it before anything else; a plain ``close()`` writes what it can
-  without waiting and drops the rest.
+  returns it whole.  A cancelled send has sent nothing (a message once
+  taken is always written whole, before anything sent later).
 * One receiving task and one sending task at a time per connection (they
-  may run concurrently with each other); a second concurrent receiver (or
-  sender) gets RuntimeError.  ``poll()`` may run beside a receiver.
+  may run concurrently with each other); a second concurrent receiver (or a
+  second sender while one waits) gets RuntimeError.  ``poll()`` may run
+  beside a receiver.
 * Name resolution blocks (as the synchronous API's); numeric addresses
   never do.
 * ``wrap(conn)`` switches conn to non-blocking mode for good: use only the
