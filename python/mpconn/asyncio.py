@@ -220,7 +220,10 @@ def _message_view(conn, buf, offset, size):
     offset = _index(offset)
     if size is not None:
         size = _index(size)
-    view = memoryview(buf)
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError("a bytes-like object is required, not '%s'" % type(buf).__name__) from None
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     length = len(view)

@@ -249,6 +249,10 @@ def test_bad_arguments_raise_what_the_synchronous_api_raises(run):
             expected = outcome(getattr(s1, name), *args)
             assert expected is not None, name
             assert await aoutcome(getattr(a, name), *args) == expected, (name, args)
+        # the same checks while earlier output waits (b does not read)
+        await a.send_bytes(big())
+        for args in [c[1] for c in cases if c[0] == "send_bytes"]:
+            assert await aoutcome(a.send_bytes, *args) == outcome(s1.send_bytes, *args), args
         for c in (s1, s2, a, b):
             c.close()
 
@@ -1040,6 +1044,29 @@ def test_close_writes_queued_output_in_the_background_then_closes(run):
         raw.close()
 
     run(main, timeout=120)
+
+
+def test_a_closed_connection_gives_up_writing_to_a_peer_that_never_reads(run, monkeypatch):
+    monkeypatch.setattr(aio, "_LINGER", 0.3)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        conn, raw = raw_pair()
+        data = big()
+        await conn.send_bytes(data)
+        conn.close()
+        await asyncio.sleep(0.6)
+        got = b""
+        while True:  # what the socket held, then end of file: it was closed
+            chunk = await loop.sock_recv(raw, 1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        assert 0 < len(got) < len(data) + 4
+        assert got == frame(data)[:len(got)]
+        raw.close()
+
+    run(main)
 
 
 def test_an_error_writing_queued_output_is_raised_by_the_next_send(run):
