@@ -16,7 +16,7 @@ Names mirror mpconn (and so multiprocessing.connection): ``Listener``,
 ``recv``, ``send_bytes``, ``recv_bytes``, ``recv_bytes_into`` and ``poll``
 are coroutines.  ``wrap(conn)`` turns a synchronous mpconn Connection into
 an asynchronous one.  Exceptions are the synchronous API's (EOFError,
-AuthenticationError, BufferTooShort, OSError ...).
+AuthenticationError, BufferTooShort, OSError, ssl.SSLError under TLS ...).
 
 How it works: every call first tries the operation, which in non-blocking
 mode either completes or raises BlockingIOError having consumed or accepted
@@ -87,7 +87,8 @@ class _Waiters(object):
     sender may both wait for writability, a poll beside a receive for
     readability); it is removed as soon as nobody waits any more."""
 
-    __slots__ = ("_fd", "_loop", "_readers", "_writers", "_pump", "_rreg", "_wreg")
+    __slots__ = ("_fd", "_loop", "_readers", "_writers", "_pump", "_pump_events", "_rreg",
+                 "_wreg")
 
     def __init__(self, fd):
         self._fd = fd
@@ -95,20 +96,22 @@ class _Waiters(object):
         self._readers = []
         self._writers = []
         self._pump = None
+        self._pump_events = 0
         self._rreg = False
         self._wreg = False
 
     def _update(self):
         """Makes the loop's registrations match who waits."""
         loop = self._loop
-        want = bool(self._readers)
+        pump = self._pump_events if self._pump is not None else 0
+        want = bool(self._readers) or bool(pump & _READ)
         if want != self._rreg:
             if want:
                 loop.add_reader(self._fd, self._on_readable)
             else:
                 loop.remove_reader(self._fd)
             self._rreg = want
-        want = bool(self._writers) or self._pump is not None
+        want = bool(self._writers) or bool(pump & _WRITE)
         if want != self._wreg:
             if want:
                 loop.add_writer(self._fd, self._on_writable)
@@ -118,13 +121,15 @@ class _Waiters(object):
 
     def _on_readable(self):
         readers, self._readers = self._readers, []
+        if self._pump is not None and self._pump_events & _READ:
+            self._pump()
         self._update()
         for fut in readers:
             _wake(fut)
 
     def _on_writable(self):
         writers, self._writers = self._writers, []
-        if self._pump is not None:
+        if self._pump is not None and self._pump_events & _WRITE:
             self._pump()
         self._update()
         for fut in writers:
@@ -157,12 +162,14 @@ class _Waiters(object):
             self._writers.remove(fut)
         self._update()
 
-    def set_pump(self, loop, pump):
-        """pump() is called whenever the descriptor is writable, until
+    def set_pump(self, loop, pump, events=_WRITE):
+        """pump() is called whenever the descriptor is ready for events
+        (before the futures waiting for the same wake), until
         set_pump(loop, None)."""
         if pump is not None:
             self._use(loop)
         self._pump = pump
+        self._pump_events = events
         self._update()
 
     def clear(self):
@@ -172,6 +179,7 @@ class _Waiters(object):
         self._readers = []
         self._writers = []
         self._pump = None
+        self._pump_events = 0
         loop = self._loop
         if loop is not None and not loop.is_closed():
             self._update()
@@ -281,21 +289,22 @@ def _linger(loop, conn, outq):
 
     def pump():
         try:
-            if not conn._flush():
-                return
-            if outq:
-                conn.send_bytes_many(outq)
-                del outq[:]
-                if not conn._flush():
+            if conn._flush():
+                if outq:
+                    conn.send_bytes_many(outq)
+                    del outq[:]
+                if conn._flush():
+                    finish()
                     return
         except BlockingIOError:
-            return
-        except Exception:  # the peer is gone: nothing more to deliver
             pass
-        finish()
+        except Exception:  # the peer is gone: nothing more to deliver
+            finish()
+            return
+        io.set_pump(loop, pump, conn._wants() or _WRITE)
 
     timer = loop.call_later(_LINGER, finish)
-    io.set_pump(loop, pump)
+    io.set_pump(loop, pump, conn._wants() or _WRITE)
 
 
 class Connection(object):
@@ -414,7 +423,14 @@ class Connection(object):
 
     def _start_pump(self):
         self._queued = True
-        self._io.set_pump(_asyncio.get_running_loop(), self._pump)
+        self._io.set_pump(_asyncio.get_running_loop(), self._pump, self._conn._wants() or _WRITE)
+
+    def _follow(self, conn):
+        """The pump waits for what the connection wants (writability; under
+        TLS it may be readability)."""
+        events = conn._wants() or _WRITE
+        if events != self._io._pump_events:
+            self._io.set_pump(self._io._loop, self._pump, events)
 
     def _pump(self):
         """Writes queued output as far as the socket takes it (the loop calls
@@ -422,7 +438,8 @@ class Connection(object):
         conn = self._conn
         try:
             if not conn._flush():
-                return  # (plain sockets: it then wants writability)
+                self._follow(conn)
+                return
             outq = self._outq
             if outq:
                 try:
@@ -431,10 +448,12 @@ class Connection(object):
                     else:
                         conn.send_bytes_many(outq)
                 except BlockingIOError:
+                    self._follow(conn)
                     return
                 self._outq = []
                 self._outsize = 0
-                if conn._wants() & _WRITE:
+                if conn._wants():
+                    self._follow(conn)
                     return
         except Exception as e:  # raised by the next send
             self._out_error = e
@@ -448,7 +467,7 @@ class Connection(object):
         output, the connection's own included, is written)."""
         conn = self._conn
         while self._queued and (limit is None or self._outsize > limit):
-            await self._io.ready(_WRITE)  # the pump runs first
+            await self._io.ready(self._io._pump_events or _WRITE)  # the pump runs first
             self._check_same(conn)
         if self._out_error is not None:
             raise _fresh(self._out_error)
@@ -482,7 +501,7 @@ class Connection(object):
                     pass
                 await self._io.ready(conn._wants() or _WRITE)
                 self._check_same(conn)
-            if conn._wants() & _WRITE:
+            if conn._wants():
                 self._start_pump()
         finally:
             self._sending = False
@@ -562,7 +581,7 @@ class Connection(object):
             except BlockingIOError:
                 pass
             else:
-                if conn._wants() & _WRITE:
+                if conn._wants():
                     self._start_pump()
                 return
         await self._send_queued(buf, offset, size)
@@ -629,14 +648,14 @@ async def _handshake(aconn, deadline=None):
 
 
 async def Client(address, family=None, authkey=None, *, dialect="modern", digest="sha256",
-                 read_ahead=False):
+                 read_ahead=False, tls=None):
     """Connect to the address of a Listener (ours or CPython's); returns an
     asynchronous Connection once the handshake (with an authkey) is done.
 
     Deadlines: asyncio.wait_for() / asyncio.timeout() around the call.
     """
     conn = _sync.Client(address, family, authkey, dialect=dialect, digest=digest,
-                        read_ahead=read_ahead, _nonblocking=True)
+                        read_ahead=read_ahead, tls=tls, _nonblocking=True)
     try:
         aconn = Connection(conn)
     except BaseException:
@@ -660,7 +679,7 @@ def Pipe(duplex=True, *, read_ahead=False):
 class Listener(object):
     """Listener(address=None, family=None, backlog=1, authkey=None, *,
     dialect='modern', digest='sha256', handshake_timeout=None,
-    read_ahead=False)
+    read_ahead=False, tls=None)
 
     Binds and listens at once (no wait); ``await accept()`` waits for a
     client and finishes its handshake (within handshake_timeout seconds when
@@ -672,12 +691,13 @@ class Listener(object):
     __slots__ = ("_listener", "_io", "_handshake_timeout", "__weakref__")
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
-                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False):
+                 dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False,
+                 tls=None):
         if handshake_timeout is not None:
             handshake_timeout = float(handshake_timeout)
         self._listener = None
         listener = _sync.Listener(address, family, backlog, authkey, dialect=dialect,
-                                  digest=digest, read_ahead=read_ahead)
+                                  digest=digest, read_ahead=read_ahead, tls=tls)
         try:
             listener._set_blocking(False)
             self._io = _Waiters(listener.fileno())

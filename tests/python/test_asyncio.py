@@ -11,6 +11,7 @@ import ast
 import asyncio
 import binascii
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -25,7 +26,7 @@ import mpconn
 import mpconn.asyncio as aio
 from mpconn import AuthenticationError, BufferTooShort
 
-from conftest import HERE, get_stock_interpreters, machine_python3, make_address, version_tuple
+from conftest import HERE, ROOT, get_stock_interpreters, machine_python3, make_address, version_tuple
 from test_interop_stock import KEY, Peer, _missing, _skip, peer_address
 
 try:
@@ -589,7 +590,7 @@ def test_keyword_extras_are_the_synchronous_ones(run, tmp_path):
             assert await s.recv_bytes() == b"extras"
             c.close()
             s.close()
-            for bad in (dict(timeout=1), dict(tls=None), dict(nonsense=1)):
+            for bad in (dict(timeout=1), dict(restricted=True), dict(nonsense=1)):
                 with pytest.raises(TypeError):
                     aio.Client(listener.address, **bad)
             with pytest.raises(TypeError):
@@ -664,6 +665,69 @@ def test_a_client_cut_short_mid_handshake_closes_its_socket(run):
         server.close()
 
     run(main)
+
+
+# ------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make the test certificates")
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", os.path.join(ROOT, "tests", "tls", "make_certs.sh"), str(d)],
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return {name: str(d / name) for name in os.listdir(str(d))}
+
+
+def test_tls_connections_carry_every_size_and_verify_the_server(run, certs):
+    import ssl
+
+    server = mpconn.TLS(certfile=certs["server.pem"], keyfile=certs["server.key"])
+    client = mpconn.TLS(cafile=certs["ca.pem"])
+    sizes = [0, 1, 16384, 16385, 1 << 20, 16 << 20]
+
+    async def main():
+        async with aio.Listener(("127.0.0.1", 0), authkey=KEY, tls=server,
+                                handshake_timeout=10) as listener:
+            accepted = asyncio.ensure_future(listener.accept())
+            c = await aio.Client(listener.address, authkey=KEY, tls=client)
+            s = await accepted
+            async with c, s:
+                for size in sizes:
+                    msg = payload(size)
+                    await c.send_bytes(msg)
+                    assert await s.recv_bytes() == msg
+                    await s.send_bytes(msg)
+                    assert await c.recv_bytes() == msg
+                small = [b"%d" % i for i in range(3000)]
+
+                async def send_all():
+                    for m in small:
+                        await c.send_bytes(m)
+
+                sender = asyncio.ensure_future(send_all())
+                assert [await s.recv_bytes() for _ in small] == small
+                await sender
+                await s.send(("over", "tls"))
+                assert await c.recv() == ("over", "tls")
+            # a client that does not trust the server's CA refuses it
+            accepted = asyncio.ensure_future(listener.accept())
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await aio.Client(listener.address, authkey=KEY,
+                                 tls=mpconn.TLS(cafile=certs["other-ca.pem"]))
+            with pytest.raises(ssl.SSLError):
+                await accepted
+            # and the listener goes on
+            accepted = asyncio.ensure_future(listener.accept())
+            c = await aio.Client(listener.address, authkey=KEY, tls=client)
+            s = await accepted
+            await c.send_bytes(b"again")
+            assert await s.recv_bytes() == b"again"
+            c.close()
+            s.close()
+
+    run(main, timeout=120)
 
 
 # ------------------------------------------------------------------ stock CPython peers
