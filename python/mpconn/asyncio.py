@@ -253,12 +253,13 @@ class _ClosedConnection(object):
     output is still being written in the background: every call raises as
     on a closed connection."""
 
-    __slots__ = ("readable", "writable")
+    __slots__ = ("readable", "writable", "restricted")
     closed = True
 
-    def __init__(self, readable, writable):
+    def __init__(self, readable, writable, restricted):
         self.readable = readable
         self.writable = writable
+        self.restricted = restricted
 
     def _closed(self, *args, **kwargs):
         raise _make_error("CLOSED", None)
@@ -356,6 +357,16 @@ class Connection(object):
         """True if the connection is writable."""
         return self._conn.writable
 
+    @property
+    def restricted(self):
+        """True if recv() decodes with the allow-list decoder (see the
+        synchronous Connection)."""
+        return self._conn.restricted
+
+    @restricted.setter
+    def restricted(self, flag):
+        self._conn.restricted = flag
+
     def fileno(self):
         """File descriptor of the connection."""
         return self._conn.fileno()
@@ -376,7 +387,7 @@ class Connection(object):
         self._queued = False
         io.clear()
         if queued and not conn.closed and loop is not None and not loop.is_closed():
-            self._conn = _ClosedConnection(conn.readable, conn.writable)
+            self._conn = _ClosedConnection(conn.readable, conn.writable, conn.restricted)
             _linger(loop, conn, outq)
         else:
             conn.close()
@@ -530,15 +541,20 @@ class Connection(object):
             pass
         return await self._recv_slow(self._conn.recv_bytes_into, buf, offset)
 
-    async def recv(self):
-        """Receive one (unpickled) object."""
+    async def recv(self, *, restricted=None):
+        """Receive one (unpickled) object.  restricted=True (default: the
+        connection's restricted attribute) decodes it with the allow-list
+        decoder, as the synchronous recv() does."""
         if self._receiving:
             raise RuntimeError(_RECEIVING)
+        conn = self._conn
         try:
-            return self._conn.recv()
+            return conn.recv() if restricted is None else conn.recv(restricted=restricted)
         except BlockingIOError:
             pass
-        return await self._recv_slow(self._conn.recv)
+        if restricted is None:
+            return await self._recv_slow(conn.recv)
+        return await self._recv_slow(lambda: conn.recv(restricted=restricted))
 
     async def poll(self, timeout=0.0):
         """Whether there is data to read, waiting up to timeout seconds for
@@ -648,14 +664,15 @@ async def _handshake(aconn, deadline=None):
 
 
 async def Client(address, family=None, authkey=None, *, dialect="modern", digest="sha256",
-                 read_ahead=False, tls=None):
+                 read_ahead=False, tls=None, restricted=False):
     """Connect to the address of a Listener (ours or CPython's); returns an
     asynchronous Connection once the handshake (with an authkey) is done.
 
     Deadlines: asyncio.wait_for() / asyncio.timeout() around the call.
     """
     conn = _sync.Client(address, family, authkey, dialect=dialect, digest=digest,
-                        read_ahead=read_ahead, tls=tls, _nonblocking=True)
+                        read_ahead=read_ahead, tls=tls, restricted=restricted,
+                        _nonblocking=True)
     try:
         aconn = Connection(conn)
     except BaseException:
@@ -679,7 +696,7 @@ def Pipe(duplex=True, *, read_ahead=False):
 class Listener(object):
     """Listener(address=None, family=None, backlog=1, authkey=None, *,
     dialect='modern', digest='sha256', handshake_timeout=None,
-    read_ahead=False, tls=None)
+    read_ahead=False, tls=None, restricted=False)
 
     Binds and listens at once (no wait); ``await accept()`` waits for a
     client and finishes its handshake (within handshake_timeout seconds when
@@ -692,12 +709,13 @@ class Listener(object):
 
     def __init__(self, address=None, family=None, backlog=1, authkey=None, *,
                  dialect="modern", digest="sha256", handshake_timeout=None, read_ahead=False,
-                 tls=None):
+                 tls=None, restricted=False):
         if handshake_timeout is not None:
             handshake_timeout = float(handshake_timeout)
         self._listener = None
         listener = _sync.Listener(address, family, backlog, authkey, dialect=dialect,
-                                  digest=digest, read_ahead=read_ahead, tls=tls)
+                                  digest=digest, read_ahead=read_ahead, tls=tls,
+                                  restricted=restricted)
         try:
             listener._set_blocking(False)
             self._io = _Waiters(listener.fileno())

@@ -590,7 +590,7 @@ def test_keyword_extras_are_the_synchronous_ones(run, tmp_path):
             assert await s.recv_bytes() == b"extras"
             c.close()
             s.close()
-            for bad in (dict(timeout=1), dict(restricted=True), dict(nonsense=1)):
+            for bad in (dict(timeout=1), dict(handshake_timeout=1), dict(nonsense=1)):
                 with pytest.raises(TypeError):
                     aio.Client(listener.address, **bad)
             with pytest.raises(TypeError):
@@ -663,6 +663,42 @@ def test_a_client_cut_short_mid_handshake_closes_its_socket(run):
         assert await loop.sock_recv(peer, 100) == b""  # closed by the cancelled Client
         peer.close()
         server.close()
+
+    run(main)
+
+
+def test_restricted_receives_decode_with_the_allow_list(run):
+    import pickle
+
+    evil = b"cos\nsystem\n(S'true'\ntR."  # a pickle that would call os.system
+
+    async def main():
+        async with aio.Listener(("127.0.0.1", 0), restricted=True) as listener:
+            accepted = asyncio.ensure_future(listener.accept())
+            c = await aio.Client(listener.address, restricted=True)
+            s = await accepted
+            assert c.restricted and s.restricted
+            value = {"a": [1, 2.5, None, (True, b"\x00")], "s": {1, 2}}
+            await c.send(value)
+            assert await s.recv() == value
+            await c.send_bytes(evil)
+            with pytest.raises(mpconn.RestrictedPickleError):
+                await s.recv()
+            await c.send(("still", "in step"))
+            assert await s.recv() == ("still", "in step")
+            s.restricted = False
+            await c.send(1)
+            assert await s.recv() == 1
+            await c.send_bytes(evil)
+            with pytest.raises(pickle.UnpicklingError):
+                await s.recv(restricted=True)
+            task = asyncio.ensure_future(s.recv(restricted=True))  # waits, then decodes
+            await settle()
+            await c.send_bytes(evil)
+            with pytest.raises(mpconn.RestrictedPickleError):
+                await task
+            c.close()
+            s.close()
 
     run(main)
 
