@@ -641,6 +641,9 @@ MPC_API mpc_status mpc_conn_shutdown(mpc_conn *c);
  *     receives) and the next receive call of any kind continues it.
  *     Before waiting on the descriptor, ask mpc_conn_pending(): a message
  *     already wholly read (read-ahead) makes no descriptor readable.
+ *   - No call moves more than about 1 MiB: past that it returns MPC_AGAIN
+ *     with the descriptor still ready, so one large message arriving (or
+ *     queued output leaving) fast does not hold an event loop.
  *   - Sends (mpc_send_bytes(), mpc_send_many(), values): MPC_OK means the
  *     message (all n of a batch) was accepted whole: written, or its
  *     unwritten rest copied inside the connection, so the caller's buffer

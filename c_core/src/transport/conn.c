@@ -32,6 +32,9 @@
 #include <string.h>
 
 #define MPC__ALLOC_STEP ((size_t)64 * 1024 * 1024)
+/* Bytes one non-blocking call moves at most before it gives the event loop
+ * its turn (MPC_AGAIN, the descriptor still ready). */
+#define MPC__NB_SLICE ((size_t)1024 * 1024)
 #define MPC__RBUF_PAGE_OFFSET 2112 /* away from page offsets 0 and 16: SPEC 6 */
 
 /* ------------------------------------------------------------------------
@@ -850,6 +853,7 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         return too_long(c, c->pend_len);
     size_t total = (size_t)c->pend_len;
     size_t have = total - (size_t)c->pend_left;
+    size_t budget = MPC__NB_SLICE; /* bytes this call may move */
     if (have == 0 && c->rend - c->rpos >= total) {
         /* Wholly in the read buffer: no copy. */
         c->nb_inbuf = 1;
@@ -858,6 +862,13 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         return MPC_OK;
     }
     while (have < total) {
+        if (budget == 0) {
+            /* A fast peer could keep one call busy for a whole large
+             * message: an event loop gets its turn (the descriptor is
+             * still readable, so it comes straight back). */
+            c->want = MPC_WANT_READ;
+            return set_err(c, MPC_AGAIN, 0, "recv: would block (a large message, in slices)");
+        }
         if (have == c->nb_cap) {
             size_t ncap = mpc_recv_alloc_step(c->pend_len, have);
             unsigned char *nb = realloc(c->nb_buf, ncap);
@@ -908,6 +919,7 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
         }
         have += got;
         c->pend_left -= got;
+        budget = got < budget ? budget - got : 0;
     }
     c->nb_inbuf = 0;
     *data = c->nb_buf;
@@ -1203,12 +1215,20 @@ static mpc_status out_failed(mpc_conn *c, mpc_status st, int eno)
  * MPC_WANT_WRITE) while some is left, or a failure (connection broken). */
 static mpc_status out_write(mpc_conn *c)
 {
+    size_t budget = MPC__NB_SLICE;
     while (c->opos < c->olen) {
+        if (budget == 0) { /* the loop's turn, as for receives */
+            c->want |= MPC_WANT_WRITE;
+            return MPC_AGAIN;
+        }
         struct iovec iov = {c->out + c->opos, c->olen - c->opos};
         size_t put = 0;
         int eno = 0;
+        if (iov.iov_len > budget)
+            iov.iov_len = budget;
         mpc_status st = conn_write(c, &iov, 1, MPC__NOW, &put, &eno);
         c->opos += put;
+        budget -= put;
         if (st == MPC_AGAIN) {
             c->want |= again_want(c, MPC_WANT_WRITE);
             return MPC_AGAIN;
