@@ -6,7 +6,7 @@
 # 0. the Debian packages the suites need (.ci/deps.sh test: installed when
 #    missing if this runs as root or with passwordless sudo, else it prints
 #    the apt-get command to run and stops),
-# 1. a virtualenv at build/venv with pytest and uvloop (and the mpconn Python package when
+# 1. a virtualenv at build/venv with pytest, uvloop and trustme (and the mpconn Python package when
 #    the repository has one: `pip install .`),
 # 2. CMake configure + build into build/ (-j2),
 # 3. ctest over every registered suite (C unit tests, Python, Lua, interop),
@@ -48,6 +48,10 @@ fi
 if ! "$VPY" -c 'import uvloop' 2>/dev/null; then
   "$VPY" -m pip install -q --disable-pip-version-check uvloop \
     || echo "run_all.sh: pip install uvloop failed: the uvloop items of test_asyncio.py will skip" >&2
+fi
+# trustme: tests/python/test_tls.py makes its certificates with it.
+if ! "$VPY" -c 'import trustme' 2>/dev/null; then
+  "$VPY" -m pip install -q --disable-pip-version-check trustme || die "pip install trustme"
 fi
 
 if [ -f "$ROOT/setup.py" ] || [ -f "$ROOT/pyproject.toml" ]; then
