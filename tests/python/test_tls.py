@@ -334,3 +334,44 @@ def test_bad_tls_settings_are_clear_errors(pki, tmp_path):
         Listener(("127.0.0.1", 0), tls=TLS(certfile=str(tmp_path / "nope.pem")))
     assert repr(TLS(cafile="x", verify=False)) == "TLS(cafile='x', verify=False)"
     assert mpconn.TLS is TLS
+
+
+CLI = os.environ.get("MPCONN_CLI")
+
+
+@pytest.mark.skipif(not CLI, reason="MPCONN_CLI is not set to the built `mpconn` tool (ctest sets it)")
+def test_python_and_the_c_cli_over_tls_both_ways(pki):
+    # The CLI (C) listens with TLS; mpconn Python connects, verifying it.
+    p = subprocess.Popen([CLI, "listen", "127.0.0.1:0", "--authkey", "k", "--count", "2",
+                          "--echo", "--tls-cert", pki["server.pem"], "--tls-key", pki["server.key"],
+                          "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = p.stderr.readline().decode()
+    assert line.startswith("listening on "), line
+    host, port = line.split()[-1].rsplit(":", 1)
+    with Client((host, int(port)), authkey=b"k", tls=TLS(cafile=pki["ca.pem"])) as c:
+        c.send_bytes(b"to the C listener")
+        assert c.recv_bytes() == b"to the C listener"
+        c.send_bytes(b"")
+        assert c.recv_bytes() == b""
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    # mpconn Python listens with TLS; the CLI connects, verifying it.
+    srv = Server(server_tls(pki), authkey=b"k")
+    host, port = srv.address
+    r = subprocess.run([CLI, "send", "%s:%d" % (host, port), "--authkey", "k", "--recv", "1",
+                        "--tls-ca", pki["ca.pem"], "from the C client"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "from the C client"
+    assert srv.join() == ["ok"]
+    # A wrong CA: the CLI's TLS exit status, and the listener goes on.
+    srv = Server(server_tls(pki), authkey=b"k", clients=2)
+    host, port = srv.address
+    r = subprocess.run([CLI, "send", "%s:%d" % (host, port), "--authkey", "k",
+                        "--tls-ca", pki["other-ca.pem"], "x"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 9 and b"certificate verify failed" in r.stderr, r
+    with Client(srv.address, authkey=b"k", tls=TLS(cafile=pki["ca.pem"])) as c:
+        c.send_bytes(b"next")
+        assert c.recv_bytes() == b"next"
+    assert srv.join()[1] == "ok"
