@@ -233,11 +233,11 @@ static mpc_status mpcl_recv_long(lua_State *L, int hidx, mpc_conn **cp, mpcl_sta
  * MPCL_STAGE_MAX, the library's buffer under a holder. */
 static int mpcl_recv_nb(lua_State *L, int hidx, mpc_conn *c, lua_Integer maxlength)
 {
-    char small_[MPCL_SMALL];
     size_t len = 0;
     mpc_status st;
     mpcl_hold *h;
     if (maxlength < 0) {
+        char small_[MPCL_SMALL];
         mpcl_stage *s = (mpcl_stage *)lua_touserdata(L, MPCL_UP_STAGE);
         st = mpc_recv_bytes_into(c, small_, sizeof small_, &len);
         if (st == MPC_OK) {
