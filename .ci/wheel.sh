@@ -60,9 +60,11 @@ for py in "${BUILDERS[@]}"; do
   # The listing goes through a file: grep -q closing a pipe early would make
   # the lister fail (BrokenPipeError) under pipefail, a false alarm.
   "$py" -m zipfile -l "${fixed[0]}" >"$WORK/listing-$tag.txt" || fail "cannot list ${fixed[0]}"
-  grep -q 'mpconn\.libs/libcrypto' "$WORK/listing-$tag.txt" ||
-    fail "$(basename "${fixed[0]}") has no libcrypto in mpconn.libs/"
-  echo "    $(basename "${fixed[0]}") (libcrypto inside)"
+  for lib in libcrypto libssl; do
+    grep -q "mpconn\.libs/$lib" "$WORK/listing-$tag.txt" ||
+      fail "$(basename "${fixed[0]}") has no $lib in mpconn.libs/"
+  done
+  echo "    $(basename "${fixed[0]}") (libcrypto and libssl inside)"
 
   echo "==> $tag: fresh virtualenv, install the repaired wheel, smoke test from $SCRATCH"
   venv="$SCRATCH/venv-$tag"
@@ -72,4 +74,4 @@ for py in "${BUILDERS[@]}"; do
     fail "the smoke test of the $tag wheel"
   n=$((n + 1))
 done
-echo "wheel.sh: PASS: $n manylinux wheels built, repaired (libcrypto inside), installed in fresh virtualenvs and smoke-tested against stock CPython 3.11 and 3.13 ($(( $(date +%s) - start )) s)"
+echo "wheel.sh: PASS: $n manylinux wheels built, repaired (libcrypto and libssl inside), installed in fresh virtualenvs and smoke-tested against stock CPython 3.11 and 3.13 ($(( $(date +%s) - start )) s)"

@@ -6,8 +6,8 @@ Run from a copy outside the source tree, with the wheel installed in a fresh
 virtualenv.  Checks:
   - mpconn (and its extension) is imported from the virtualenv, not from any
     FORBIDDEN_DIR (the source tree, the build directories);
-  - the libcrypto the extension uses is the copy auditwheel put in the wheel
-    (mpconn.libs/), not the system's;
+  - the libcrypto and libssl the extension uses are the copies auditwheel
+    put in the wheel (mpconn.libs/), and the only ones mapped;
   - against each stock CPython (multiprocessing.connection, nothing else):
     mpconn Client -> stock Listener and stock Client -> mpconn Listener, each
     with the right key (a 16 MiB message byte-exact both ways, and a pickled
@@ -127,13 +127,18 @@ def main(forbidden, stock):
             if not ok:
                 failures.append("%s -> Listener: %s %s" % (ver, name, out))
 
-    # The libcrypto in use is the wheel's own copy (auditwheel's mpconn.libs).
+    # The OpenSSL in use (libcrypto, and libssl for TLS) is the wheel's own
+    # copy (auditwheel's mpconn.libs), the only one mapped: `import mpconn`
+    # must not load Python's ssl module (and with it the system's copy).
     with open("/proc/self/maps") as f:
-        crypto = sorted({line.split()[-1] for line in f if "libcrypto" in line})
-    bundled = [c for c in crypto if os.sep + "mpconn.libs" + os.sep in c]
-    print("%s: libcrypto in use: %s" % ("ok  " if bundled and len(crypto) == 1 else "FAIL", ", ".join(crypto)))
-    if not bundled or len(crypto) != 1:
-        failures.append("libcrypto is not (only) the wheel's copy: %s" % crypto)
+        maps = [line.split()[-1] for line in f if "/" in line]
+    for lib in ("libcrypto", "libssl"):
+        found = sorted({m for m in maps if os.path.basename(m).startswith(lib)})
+        bundled = [c for c in found if os.sep + "mpconn.libs" + os.sep in c]
+        ok = bool(bundled) and len(found) == 1
+        print("%s: %s in use: %s" % ("ok  " if ok else "FAIL", lib, ", ".join(found)))
+        if not ok:
+            failures.append("%s is not (only) the wheel's copy: %s" % (lib, found))
 
     if failures:
         print("wheel_smoke.py: FAIL:\n  " + "\n  ".join(failures))

@@ -17,7 +17,6 @@ import errno as _errno
 import os
 import pickle
 import socket
-import ssl
 
 from multiprocessing import AuthenticationError, BufferTooShort
 
@@ -43,7 +42,11 @@ def _os_error(message, err, payload):
 def _tls(message, err, payload):
     # ssl.SSLError, so existing ``except ssl.SSLError`` clauses work; a
     # certificate that does not verify is SSLCertVerificationError (a
-    # ValueError too, as the ssl module makes it).
+    # ValueError too, as the ssl module makes it).  Imported here, at the
+    # first TLS failure: `import mpconn` does not load Python's own OpenSSL
+    # (a second copy beside the wheel's) for programs that never use TLS.
+    import ssl
+
     if "certificate verify failed" in message:
         return ssl.SSLCertVerificationError(1, message)
     return ssl.SSLError(1, message)

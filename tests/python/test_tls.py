@@ -19,6 +19,7 @@ import shutil
 import socket
 import ssl
 import struct
+import sys
 import subprocess
 import threading
 import time
@@ -375,3 +376,10 @@ def test_python_and_the_c_cli_over_tls_both_ways(pki):
         c.send_bytes(b"next")
         assert c.recv_bytes() == b"next"
     assert srv.join()[1] == "ok"
+
+
+def test_import_mpconn_does_not_load_the_ssl_module():
+    # A wheel carries its own OpenSSL; Python's ssl module (with the
+    # system's copy) is loaded only at the first TLS failure.
+    code = "import sys, mpconn, mpconn.connection; sys.exit('_ssl' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
