@@ -308,4 +308,5 @@ _setup = _core._setup
 _restricted_loads = _core._restricted_loads
 _after_fork_child = _core._after_fork_child
 STATUS_NAMES = _core.STATUS_NAMES
+_AGAIN = _core._AGAIN
 %}

@@ -35,6 +35,10 @@ typedef struct {
     /* mpconn.RestrictedPickleError (registered by _setup()): what a pickle
      * the restricted decoder refuses raises. */
     PyObject *restricted_error;
+    /* What the connection's _try_ methods (mpconn.asyncio's hot path)
+     * return instead of raising BlockingIOError: a plain object() made
+     * here, which no unpickled value can be (module attribute _AGAIN). */
+    PyObject *again;
     /* Bumped in a child after fork() (_after_fork_child, registered by the
      * Python layer with os.register_at_fork): busy counts copied from the
      * parent belong to threads that do not exist in the child, so an object

@@ -345,9 +345,12 @@ static PyObject *mpcpy_py38_wide_copy(PyObject *obj)
 }
 #endif
 
-/* send_bytes(buf, offset=0, size=None) */
-static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
-                                       PyObject *kwnames)
+/* send_bytes(buf, offset=0, size=None); try_ (_try_send_bytes, for
+ * mpconn.asyncio): in non-blocking mode, the _AGAIN sentinel instead of
+ * BlockingIOError, and on success mpc_conn_wants() instead of None (non-zero:
+ * part of the message waits inside the connection for mpc_flush()). */
+static PyObject *mpcpy_conn_send_bytes_impl(mpcpy_conn *self, PyObject *const *args,
+                                            Py_ssize_t nargs, PyObject *kwnames, int try_)
 {
     static const char *const names[] = {"buf", "offset", "size"};
     PyObject *a[3], *r;
@@ -396,12 +399,29 @@ static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, 
     if (!(c = mpcpy_conn_hold_dir(self, 1)))
         goto fail;
     MPCPY_UNLOCKED(st = mpc_send_bytes(c, (const char *)view.buf + off, (size_t)size));
-    r = st == MPC_OK ? (Py_INCREF(Py_None), Py_None) : mpcpy_conn_fail(self, c, st);
+    if (st == MPC_OK)
+        r = try_ ? PyLong_FromLong(mpc_conn_wants(c)) : (Py_INCREF(Py_None), Py_None);
+    else if (st == MPC_AGAIN && try_)
+        r = (Py_INCREF(self->st->again), self->st->again);
+    else
+        r = mpcpy_conn_fail(self, c, st);
     PyBuffer_Release(&view);
     return mpcpy_conn_drop(self, r);
 fail:
     PyBuffer_Release(&view);
     return NULL;
+}
+
+static PyObject *mpcpy_conn_send_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    return mpcpy_conn_send_bytes_impl(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *mpcpy_conn_try_send_bytes(mpcpy_conn *self, PyObject *const *args,
+                                           Py_ssize_t nargs, PyObject *kwnames)
+{
+    return mpcpy_conn_send_bytes_impl(self, args, nargs, kwnames, 1);
 }
 
 /* send_bytes_many(buffers): every buffer one message, one system call. */
@@ -488,8 +508,10 @@ static void *mpcpy_rx_alloc(void *arg, void *old, size_t old_size, size_t new_si
  * go of while the header may have to be waited for; a message already
  * whole in the read-ahead buffer, or one whose header is, is taken with
  * the GIL held (mpcpy_rx_alloc() lets go of it for the payload if that
- * must be waited for). */
-static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t maxlength)
+ * must be waited for).  try_: the _AGAIN sentinel rather than
+ * BlockingIOError when a non-blocking receive would wait. */
+static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t maxlength,
+                                         int try_)
 {
     mpcpy_rx rx = {NULL, NULL, c};
     void *out;
@@ -506,6 +528,8 @@ static PyObject *mpcpy_conn_recv_message(mpcpy_conn *self, mpc_conn *c, size_t m
     }
     if (rx.ts)
         PyEval_RestoreThread(rx.ts);
+    if (st == MPC_AGAIN && try_)
+        return Py_INCREF(self->st->again), self->st->again;
     if (st != MPC_OK)
         return mpcpy_conn_fail(self, c, st); /* (an allocator's MemoryError stays) */
     return rx.bytes;
@@ -539,9 +563,9 @@ static int mpcpy_maxlength(PyObject *o, size_t *out)
     return 0;
 }
 
-/* recv_bytes(maxlength=None) */
-static PyObject *mpcpy_conn_recv_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
-                                       PyObject *kwnames)
+/* recv_bytes(maxlength=None); try_: _try_recv_bytes (see recv_message) */
+static PyObject *mpcpy_conn_recv_bytes_impl(mpcpy_conn *self, PyObject *const *args,
+                                            Py_ssize_t nargs, PyObject *kwnames, int try_)
 {
     static const char *const names[] = {"maxlength"};
     PyObject *a[1];
@@ -555,7 +579,19 @@ static PyObject *mpcpy_conn_recv_bytes(mpcpy_conn *self, PyObject *const *args, 
         return NULL;
     if (!(c = mpcpy_conn_hold_dir(self, 0)))
         return NULL;
-    return mpcpy_conn_drop(self, mpcpy_conn_recv_message(self, c, maxlength));
+    return mpcpy_conn_drop(self, mpcpy_conn_recv_message(self, c, maxlength, try_));
+}
+
+static PyObject *mpcpy_conn_recv_bytes(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    return mpcpy_conn_recv_bytes_impl(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *mpcpy_conn_try_recv_bytes(mpcpy_conn *self, PyObject *const *args,
+                                           Py_ssize_t nargs, PyObject *kwnames)
+{
+    return mpcpy_conn_recv_bytes_impl(self, args, nargs, kwnames, 1);
 }
 
 /* recv_bytes_into(buf, offset=0) */
@@ -597,7 +633,7 @@ static PyObject *mpcpy_conn_recv_bytes_into(mpcpy_conn *self, PyObject *const *a
     if (st == MPC_TOOSHORT) {
         /* The message is still pending: take it and hand it over in the
          * exception, as CPython does (the stream stays in step). */
-        PyObject *msg = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT);
+        PyObject *msg = mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT, 0);
         if (msg) {
             mpcpy_raise(self->st, MPC_TOOSHORT, NULL, 0, msg);
             Py_DECREF(msg);
@@ -676,9 +712,10 @@ static PyObject *mpcpy_conn_send(mpcpy_conn *self, PyObject *obj)
 /* recv(*, restricted=None): one message, unpickled: with pickle's loads,
  * or, when restricted (the argument, else the connection's setting), with
  * the allow-list decoder (mpcpy_values.c).  The message is received whole
- * before it is decoded, so a refused one leaves the stream in step. */
-static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames)
+ * before it is decoded, so a refused one leaves the stream in step.
+ * try_: _try_recv (see recv_message). */
+static PyObject *mpcpy_conn_recv_impl(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames, int try_)
 {
     static const char *const names[] = {"restricted"};
     PyObject *data, *r, *a[1];
@@ -700,9 +737,9 @@ static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssi
     }
     if (!(c = mpcpy_conn_hold_dir(self, 0)))
         return NULL;
-    data = mpcpy_conn_drop(self, mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT));
-    if (!data)
-        return NULL;
+    data = mpcpy_conn_drop(self, mpcpy_conn_recv_message(self, c, MPC_NO_LIMIT, try_));
+    if (!data || data == self->st->again)
+        return data;
     if (restricted)
         r = mpcpy_restricted_loads(self->st, PyBytes_AS_STRING(data),
                                    (size_t)PyBytes_GET_SIZE(data));
@@ -710,6 +747,18 @@ static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssi
         r = PyObject_CallFunctionObjArgs(self->st->loads, data, NULL);
     Py_DECREF(data);
     return r;
+}
+
+static PyObject *mpcpy_conn_recv(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    return mpcpy_conn_recv_impl(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *mpcpy_conn_try_recv(mpcpy_conn *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    return mpcpy_conn_recv_impl(self, args, nargs, kwnames, 1);
 }
 
 static PyObject *mpcpy_conn_fileno(mpcpy_conn *self, PyObject *unused)
@@ -940,6 +989,12 @@ static PyMethodDef mpcpy_conn_methods[] = {
     {"_buffered", (PyCFunction)mpcpy_conn_buffered, METH_NOARGS, NULL},
     {"_setblocking", (PyCFunction)mpcpy_conn_setblocking, METH_O, NULL},
     {"_wants", (PyCFunction)mpcpy_conn_wants, METH_NOARGS, NULL},
+    {"_try_send_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_try_send_bytes,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"_try_recv_bytes", (PyCFunction)(void (*)(void))mpcpy_conn_try_recv_bytes,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"_try_recv", (PyCFunction)(void (*)(void))mpcpy_conn_try_recv, METH_FASTCALL | METH_KEYWORDS,
+     NULL},
     {"_pending", (PyCFunction)mpcpy_conn_pending, METH_NOARGS, NULL},
     {"_flush", (PyCFunction)mpcpy_conn_flush, METH_NOARGS, NULL},
     {"_handshake", (PyCFunction)mpcpy_conn_handshake, METH_VARARGS, NULL},

@@ -47,6 +47,7 @@ static int mpcpy_state_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(s->dumps);
     Py_VISIT(s->loads);
     Py_VISIT(s->restricted_error);
+    Py_VISIT(s->again);
     return 0;
 }
 
@@ -61,6 +62,7 @@ static int mpcpy_state_clear(PyObject *mod)
     Py_CLEAR(s->dumps);
     Py_CLEAR(s->loads);
     Py_CLEAR(s->restricted_error);
+    Py_CLEAR(s->again);
     return 0;
 }
 
@@ -492,6 +494,14 @@ int mpcpy_module_init(PyObject *m)
         }
     }
     Py_DECREF(name);
+    s->again = PyObject_CallObject((PyObject *)&PyBaseObject_Type, NULL);
+    if (!s->again)
+        return -1;
+    Py_INCREF(s->again);
+    if (PyModule_AddObject(m, "_AGAIN", s->again) < 0) {
+        Py_DECREF(s->again);
+        return -1;
+    }
     names = mpcpy_status_names();
     if (!names || PyModule_AddObject(m, "STATUS_NAMES", names) < 0) {
         Py_XDECREF(names);

@@ -56,6 +56,7 @@ from multiprocessing import reduction as _reduction
 from operator import index as _index
 
 from . import connection as _sync
+from . import core as _core
 from ._errors import make_error as _make_error
 from .connection import AuthenticationError, BufferTooShort  # noqa: F401  (re-exported)
 
@@ -64,6 +65,9 @@ __all__ = ["Client", "Connection", "Listener", "Pipe", "wrap",
 
 _READ = 1
 _WRITE = 2
+# What a connection's _try_ methods return instead of raising
+# BlockingIOError (an exception costs more than a whole small message).
+_AGAIN = _core._AGAIN
 _dumps = _reduction.ForkingPickler.dumps
 # Small messages queued in Python, waiting for the socket, before a send
 # waits (asyncio's transports pause their writers at 64 KiB too).
@@ -85,10 +89,16 @@ class _Waiters(object):
     whenever it is writable, before the writable futures wake).  One
     add_reader (add_writer) registration however many wait (a receiver and a
     sender may both wait for writability, a poll beside a receive for
-    readability); it is removed as soon as nobody waits any more."""
+    readability).  The write registration is removed as soon as nobody waits
+    any more; the read registration stays after it has woken a reader (who
+    usually waits again soon: a request, then its reply) and goes at the
+    second readiness in a row that finds nobody waiting (the first may be
+    stale: asyncio's loop reports the readiness it polled before the woken
+    receiver ran and read), so a receive loop costs no system call to the
+    loop's selector per message."""
 
     __slots__ = ("_fd", "_loop", "_readers", "_writers", "_pump", "_pump_events", "_rreg",
-                 "_wreg")
+                 "_wreg", "_rkeep")
 
     def __init__(self, fd):
         self._fd = fd
@@ -99,12 +109,13 @@ class _Waiters(object):
         self._pump_events = 0
         self._rreg = False
         self._wreg = False
+        self._rkeep = 0  # readinesses with nobody waiting before the read registration goes
 
     def _update(self):
         """Makes the loop's registrations match who waits."""
         loop = self._loop
         pump = self._pump_events if self._pump is not None else 0
-        want = bool(self._readers) or bool(pump & _READ)
+        want = bool(self._readers) or bool(pump & _READ) or (self._rkeep and self._rreg)
         if want != self._rreg:
             if want:
                 loop.add_reader(self._fd, self._on_readable)
@@ -120,9 +131,21 @@ class _Waiters(object):
             self._wreg = want
 
     def _on_readable(self):
-        readers, self._readers = self._readers, []
-        if self._pump is not None and self._pump_events & _READ:
+        readers = self._readers
+        if readers and self._pump is None and self._rreg:
+            # The hot path: wake the receivers and keep listening.
+            self._readers = []
+            self._rkeep = 2
+            for fut in readers:
+                _wake(fut)
+            return
+        self._readers = []
+        pumped = self._pump is not None and self._pump_events & _READ
+        if pumped:
             self._pump()
+        # Nobody woken, twice in a row: stop listening (readiness would
+        # call again at every turn of the loop).
+        self._rkeep = 2 if readers else max(self._rkeep - 1, 0)
         self._update()
         for fut in readers:
             _wake(fut)
@@ -180,6 +203,7 @@ class _Waiters(object):
         self._writers = []
         self._pump = None
         self._pump_events = 0
+        self._rkeep = 0
         loop = self._loop
         if loop is not None and not loop.is_closed():
             self._update()
@@ -248,6 +272,23 @@ def _message_view(conn, buf, offset, size):
     return view[offset:offset + size]
 
 
+def _drop_registrations(io, conn):
+    """Removes io's registrations from its loop (conn, the descriptor's
+    owner, stays alive until then)."""
+    loop = io._loop
+    if loop is None or loop.is_closed():
+        return
+    try:
+        running = _asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop or not loop.is_running():
+        io.clear()
+    else:  # another thread runs the loop: let it do it, then let conn go
+        loop.call_soon_threadsafe(io.clear)
+        loop.call_soon_threadsafe(id, conn)
+
+
 class _ClosedConnection(object):
     """What an asynchronous Connection holds after close() while its last
     output is still being written in the background: every call raises as
@@ -265,7 +306,7 @@ class _ClosedConnection(object):
         raise _make_error("CLOSED", None)
 
     fileno = send_bytes = send_bytes_many = recv_bytes = recv_bytes_into = recv = poll = _closed
-    _flush = _closed
+    _flush = _try_send_bytes = _try_recv_bytes = _try_recv = _closed
 
     def _wants(self):
         return 0
@@ -340,6 +381,15 @@ class Connection(object):
         state = "closed" if conn.closed else "fd=%d" % conn.fileno()
         return "<%s.%s %s>" % (type(self).__module__, type(self).__name__, state)
 
+    def __del__(self):
+        # Dropped without close(): the read registration kept for the next
+        # receive must go before the synchronous object closes the
+        # descriptor (a loop must never watch a closed descriptor, whose
+        # number the next socket reuses).
+        io = getattr(self, "_io", None)  # (None: __init__ failed)
+        if io is not None and (io._rreg or io._wreg):
+            _drop_registrations(io, self._conn)
+
     # -- properties of the synchronous object
 
     @property
@@ -399,34 +449,40 @@ class Connection(object):
         if self._conn is not conn:
             raise _make_error("CLOSED", None)
 
-    async def _retry(self, want, op, *args):
-        """Waits for what the connection wants and calls op(*args) again until
-        it stops raising BlockingIOError."""
+    async def _recv_wait(self, op, *args):
+        """A receive whose first try returned _AGAIN: waits for what the
+        connection wants and tries op(*args) again (a _try_ method) until it
+        returns something else.  The hot path of every receive that waits,
+        so the future is awaited here, not in a helper coroutine."""
         conn = self._conn
         io = self._io
+        loop = _asyncio.get_running_loop()
         trust_pending = True
-        while True:
-            events = conn._wants() or want
-            if events & _READ and trust_pending and conn._pending():
-                # A whole message is already buffered: never wait on the
-                # descriptor for it (once; should the call still want input,
-                # the next round waits for it).
-                events &= ~_READ
-                trust_pending = False
-            if events:
-                await io.ready(events)
-                self._check_same(conn)
-            try:
-                return op(*args)
-            except BlockingIOError:
-                pass
-
-    async def _recv_slow(self, op, *args):
-        if self._receiving:
-            raise RuntimeError(_RECEIVING)
         self._receiving = True
         try:
-            return await self._retry(_READ, op, *args)
+            while True:
+                events = conn._wants() or _READ
+                if events & _READ and trust_pending and conn._pending():
+                    # A whole message is already buffered: never wait on the
+                    # descriptor for it (once; should the call still want
+                    # input, the next round waits for it).
+                    events &= ~_READ
+                    trust_pending = False
+                if events:
+                    fut = loop.create_future()
+                    if events == _READ and io._rreg and io._loop is loop:
+                        io._readers.append(fut)  # (io.add(), registered already)
+                    else:
+                        io.add(loop, fut, events)
+                    try:
+                        await fut
+                    finally:
+                        if events != _READ or fut.cancelled() or not fut.done():
+                            io.discard(fut)  # (a woken reader is dropped already)
+                    self._check_same(conn)
+                r = op(*args)
+                if r is not _AGAIN:
+                    return r
         finally:
             self._receiving = False
 
@@ -524,22 +580,28 @@ class Connection(object):
         is longer than maxlength; EOFError at end of file)."""
         if self._receiving:
             raise RuntimeError(_RECEIVING)
-        try:
-            return self._conn.recv_bytes(maxlength)
-        except BlockingIOError:
-            pass
-        return await self._recv_slow(self._conn.recv_bytes, maxlength)
+        op = self._conn._try_recv_bytes
+        r = op(maxlength)
+        if r is not _AGAIN:
+            return r
+        return await self._recv_wait(op, maxlength)
 
     async def recv_bytes_into(self, buf, offset=0):
         """Receive one message into buf at offset; returns its length
         (BufferTooShort, carrying the message, when it does not fit)."""
         if self._receiving:
             raise RuntimeError(_RECEIVING)
-        try:
-            return self._conn.recv_bytes_into(buf, offset)
-        except BlockingIOError:
-            pass
-        return await self._recv_slow(self._conn.recv_bytes_into, buf, offset)
+        conn = self._conn
+
+        def op():
+            try:
+                return conn.recv_bytes_into(buf, offset)
+            except BlockingIOError:
+                return _AGAIN
+        r = op()
+        if r is not _AGAIN:
+            return r
+        return await self._recv_wait(op)
 
     async def recv(self, *, restricted=None):
         """Receive one (unpickled) object.  restricted=True (default: the
@@ -547,14 +609,13 @@ class Connection(object):
         decoder, as the synchronous recv() does."""
         if self._receiving:
             raise RuntimeError(_RECEIVING)
-        conn = self._conn
-        try:
-            return conn.recv() if restricted is None else conn.recv(restricted=restricted)
-        except BlockingIOError:
-            pass
+        op = self._conn._try_recv
+        r = op() if restricted is None else op(restricted=restricted)
+        if r is not _AGAIN:
+            return r
         if restricted is None:
-            return await self._recv_slow(conn.recv)
-        return await self._recv_slow(lambda: conn.recv(restricted=restricted))
+            return await self._recv_wait(op)
+        return await self._recv_wait(lambda: op(restricted=restricted))
 
     async def poll(self, timeout=0.0):
         """Whether there is data to read, waiting up to timeout seconds for
@@ -591,14 +652,19 @@ class Connection(object):
         if self._sending or self._out_error is not None:
             self._send_check()
         if not self._queued:
-            conn = self._conn
-            try:
-                conn.send_bytes(buf, offset, size)
-            except BlockingIOError:
-                pass
-            else:
-                if conn._wants():
+            wants = self._conn._try_send_bytes(buf, offset, size)
+            if wants is not _AGAIN:
+                if wants:  # part of it waits inside the connection
                     self._start_pump()
+                return
+        elif type(buf) is bytes and not offset and size is None:
+            # The hot path of a stream of small messages: the socket is
+            # full, the pump will write this with the others.
+            n = len(buf)
+            conn = self._conn
+            if self._outsize + n <= _HIGH_WATER and not conn.closed and conn.writable:
+                self._outq.append(buf)
+                self._outsize += n
                 return
         await self._send_queued(buf, offset, size)
 

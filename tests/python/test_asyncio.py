@@ -170,12 +170,17 @@ async def settle():
 
 
 def assert_unregistered(conn):
-    """Nothing of conn is left registered on the running loop (remove_*
-    says whether it removed something; see TrackingUVLoop)."""
+    """Nothing of conn is left registered on the running loop but the read
+    registration a receive keeps for the next one (remove_* says whether it
+    removed something; see TrackingUVLoop)."""
     loop = asyncio.get_running_loop()
     fd = conn.fileno()
-    assert loop.remove_reader(fd) is False, "a reader was left registered"
     assert loop.remove_writer(fd) is False, "a writer was left registered"
+    io = conn._io
+    kept = bool(io._rreg and io._rkeep and not io._readers)
+    assert loop.remove_reader(fd) is kept, "a reader was left registered"
+    if kept:  # put it back as it was
+        loop.add_reader(fd, io._on_readable)
 
 
 def rss_bytes():
@@ -439,6 +444,94 @@ def test_read_ahead_buffered_messages_are_returned_without_waiting_on_the_descri
             assert await asyncio.wait_for(a.poll(None), 5) is True
             assert await asyncio.wait_for(a.recv_bytes(), 5) == b"m%d" % i
         assert await a.poll(0) is False
+        a.close()
+        b.close()
+
+    run(main)
+
+
+def test_the_read_registration_kept_after_a_receive_goes_when_nobody_waits(run):
+    """A receive keeps its add_reader registration for the next one (no
+    selector call per message); it goes at the first readiness that finds
+    nobody waiting, at close(), and before a connection dropped without
+    close() closes its descriptor."""
+    import gc
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = aio.Pipe()
+        fd = a.fileno()
+        waiter = asyncio.ensure_future(a.recv_bytes())
+        await settle()
+        await b.send_bytes(b"one")
+        assert await waiter == b"one"
+        assert a._io._rreg, "kept for the next receive"
+        await b.send_bytes(b"unawaited")  # readable, nobody waits: it goes
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not a._io._rreg
+        assert loop.remove_reader(fd) is False
+        assert await a.recv_bytes() == b"unawaited"  # (from the socket, no wait)
+        waiter = asyncio.ensure_future(a.recv_bytes())
+        await settle()
+        await b.send_bytes(b"two")
+        assert await waiter == b"two"
+        assert a._io._rreg
+        a.close()
+        assert loop.remove_reader(fd) is False, "close() leaves nothing registered"
+        # Dropped without close(): unregistered before the descriptor closes.
+        c, d = aio.Pipe()
+        fd = c.fileno()
+        waiter = asyncio.ensure_future(c.recv_bytes())
+        await settle()
+        await d.send_bytes(b"three")
+        assert await waiter == b"three"
+        del waiter
+        assert c._io._rreg
+        del c
+        gc.collect()
+        assert loop.remove_reader(fd) is False, "a dropped connection left its reader registered"
+        with pytest.raises(OSError):
+            os.fstat(fd)  # ... and its descriptor is closed
+        b.close()
+        d.close()
+
+    run(main)
+
+
+def test_small_sends_queued_behind_a_full_socket_arrive_whole_and_in_order(run):
+    """bytes, bytearray and memoryview slices sent while the socket is full
+    (queued in Python and written many per system call) arrive in order."""
+    async def main():
+        a, b = aio.Pipe()
+        sent = []
+        queued = []
+
+        async def send_all():
+            for i in range(30000):
+                m = b"%d:" % i + b"x" * (i % 37)
+                kind = i % 3
+                if kind == 0:
+                    await a.send_bytes(m)
+                elif kind == 1:
+                    await a.send_bytes(bytearray(m))
+                else:
+                    await a.send_bytes(b"??" + m + b"!!", 2, len(m))
+                sent.append(m)
+                queued.append(a._queued)
+            await a.send_bytes(b"last")
+
+        async def recv_all():
+            got = []
+            while True:
+                m = await b.recv_bytes()
+                if m == b"last":
+                    return got
+                got.append(m)
+
+        _, got = await asyncio.gather(send_all(), recv_all())
+        assert sum(queued) > 1000, "the socket filled up: many sends were queued"
+        assert got == sent
         a.close()
         b.close()
 
