@@ -227,6 +227,69 @@ static void exact_reads_leave_the_next_message_in_the_kernel(void **state)
     mpc_conn_close(c);
 }
 
+/* Writes as much of w[*at..n) as raw takes now. */
+static void feed(int raw, const unsigned char *w, size_t n, size_t *at)
+{
+    while (*at < n) {
+        ssize_t k = write(raw, w + *at, n - *at);
+        if (k < 0) {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+            return;
+        }
+        *at += (size_t)k;
+    }
+}
+
+/* A large message's block is kept for the next one while messages keep
+ * coming, given back at once when it is very large, and given back as soon
+ * as a receive finds no next header (the stream paused); every message
+ * arrives whole whatever block it lands in. */
+static void large_blocks_are_kept_only_while_messages_keep_coming(void **state)
+{
+    (void)state;
+    static const size_t big[] = {300000, 1 << 20, 200000, (5 << 20) + 7, 100000, 70000};
+    const size_t nbig = sizeof big / sizeof big[0];
+    unsigned char *payloads[sizeof big / sizeof big[0]];
+    size_t total = 0, at = 0;
+    for (size_t i = 0; i < nbig; i++)
+        total += MPC_FRAME_HEADER_MAX + big[i];
+    unsigned char *w = malloc(total);
+    assert_non_null(w);
+    total = 0;
+    for (size_t i = 0; i < nbig; i++) {
+        payloads[i] = pattern(big[i], 100 + (unsigned)i);
+        total += mpc_frame_header(big[i], w + total);
+        memcpy(w + total, payloads[i], big[i]);
+        total += big[i];
+    }
+    int raw;
+    mpc_conn *c = nb_pair(0, 0, &raw);
+    for (size_t i = 0; i < nbig; i++) {
+        void *out = NULL;
+        size_t len = 0;
+        mpc_status st;
+        while ((st = mpc_recv_bytes(c, MPC_NO_LIMIT, &out, &len)) == MPC_AGAIN)
+            feed(raw, w, total, &at);
+        assert_int_equal(st, MPC_OK);
+        assert_int_equal(len, big[i]);
+        assert_memory_equal(out, payloads[i], len);
+        mpc_free(out);
+        if (big[i] > (4 << 20))
+            assert_int_equal(c->nb_cap, 0); /* too large to keep */
+        else if (big[i] > MPC__RBUF_CAP)
+            assert_true(c->nb_cap >= big[i]); /* kept for the next message */
+        free(payloads[i]);
+    }
+    assert_int_equal(at, total);
+    void *out;
+    size_t len;
+    assert_int_equal(mpc_recv_bytes(c, MPC_NO_LIMIT, &out, &len), MPC_AGAIN);
+    assert_true(c->nb_cap <= MPC__RBUF_CAP); /* idle: given back */
+    free(w);
+    close(raw);
+    mpc_conn_close(c);
+}
+
 /* TOOSHORT keeps the message; TOOLONG is as in blocking mode. */
 static void too_short_keeps_the_message(void **state)
 {
@@ -587,6 +650,7 @@ int main(void)
         cmocka_unit_test(recv_into_every_split_ahead),
         cmocka_unit_test(pending_reports_buffered_messages),
         cmocka_unit_test(exact_reads_leave_the_next_message_in_the_kernel),
+        cmocka_unit_test(large_blocks_are_kept_only_while_messages_keep_coming),
         cmocka_unit_test(too_short_keeps_the_message),
         cmocka_unit_test(sends_are_queued_whole_socket),
         cmocka_unit_test(sends_are_queued_whole_pipe),

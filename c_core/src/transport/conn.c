@@ -35,6 +35,10 @@
 /* Bytes one non-blocking call moves at most before it gives the event loop
  * its turn (MPC_AGAIN, the descriptor still ready). */
 #define MPC__NB_SLICE ((size_t)1024 * 1024)
+/* The largest nb_buf kept from one message to the next while messages keep
+ * coming (given back as soon as a receive finds no next header): a fresh
+ * block each time costs page faults and regrowth, four times the copying. */
+#define MPC__NB_KEEP ((size_t)4 * 1024 * 1024)
 #define MPC__RBUF_PAGE_OFFSET 2112 /* away from page offsets 0 and 16: SPEC 6 */
 
 /* ------------------------------------------------------------------------
@@ -828,6 +832,16 @@ static inline void take_buffered(mpc_conn *c, size_t l)
  * message stays pending (pend_left counts what has not arrived) until
  * nb_done().
  * ------------------------------------------------------------------------ */
+/* Gives back a large nb_buf (one of at most MPC__RBUF_CAP stays). */
+static void nb_release(mpc_conn *c)
+{
+    if (c->nb_cap > MPC__RBUF_CAP) {
+        free(c->nb_buf);
+        c->nb_buf = NULL;
+        c->nb_cap = 0;
+    }
+}
+
 /* Makes the next message whole: MPC_OK with *data and *len (valid until
  * the next call on c; take it with nb_done()), MPC_AGAIN, or the failure of
  * a blocking receive (MPC_TOOLONG for a message over maxlength or
@@ -840,8 +854,10 @@ static mpc_status nb_fetch(mpc_conn *c, size_t maxlength, const unsigned char **
     if (!c->pending) {
         uint64_t l = 0;
         st = read_header(c, MPC__NOW, &l);
-        if (st == MPC_AGAIN)
+        if (st == MPC_AGAIN) {
             c->want = again_want(c, MPC_WANT_READ);
+            nb_release(c); /* between messages, nothing coming: idle */
+        }
         if (st != MPC_OK)
             return st;
         c->pending = 1;
@@ -935,12 +951,10 @@ static void nb_done(mpc_conn *c)
     c->nb_inbuf = 0;
     c->pending = 0;
     c->pend_left = 0;
-    if (c->nb_cap > MPC__RBUF_CAP) {
-        /* Keep a small block for the next message; give a large one back. */
-        free(c->nb_buf);
-        c->nb_buf = NULL;
-        c->nb_cap = 0;
-    }
+    /* Keep the block for the next message (nb_fetch() gives a large one
+     * back once the stream pauses); give a very large one back now. */
+    if (c->nb_cap > MPC__NB_KEEP)
+        nb_release(c);
 }
 
 /* mpc_recv_bytes_into() for every case its fast path does not take. */
@@ -1871,6 +1885,8 @@ mpc_status mpc_conn_set_blocking(mpc_conn *c, int blocking)
     if (c->fd >= 0 && mpc__io_set_blocking(c->fd, blocking, &eno) != MPC_OK)
         return set_err(c, MPC_OS, eno, "fcntl: %s", strerror(eno));
     c->nonblocking = (unsigned char)!blocking;
+    if (blocking)
+        nb_release(c); /* (no payload of a message is in it: checked above) */
     return MPC_OK;
 }
 
