@@ -159,11 +159,22 @@ class _Waiters(object):
             _wake(fut)
 
     def _use(self, loop):
+        if loop is self._loop:
+            return
         if self._readers or self._writers or self._pump is not None:
-            if loop is not self._loop:
-                raise RuntimeError("this mpconn object is already in use by another event loop")
-        else:
-            self._loop = loop
+            raise RuntimeError("this mpconn object is already in use by another event loop")
+        old = self._loop
+        if old is not None and (self._rreg or self._wreg):
+            # A registration kept on the loop used before: it goes (that
+            # loop may be closed, its registrations gone with it).
+            if not old.is_closed():
+                if self._rreg:
+                    old.remove_reader(self._fd)
+                if self._wreg:
+                    old.remove_writer(self._fd)
+            self._rreg = self._wreg = False
+            self._rkeep = 0
+        self._loop = loop
 
     def add(self, loop, fut, events):
         self._use(loop)
@@ -456,7 +467,13 @@ class Connection(object):
         so the future is awaited here, not in a helper coroutine."""
         conn = self._conn
         io = self._io
-        loop = _asyncio.get_running_loop()
+        # The loop the read registration is kept on, while it runs (asking
+        # asyncio for the running loop costs a getpid() system call; a task
+        # of a loop running in another thread gets asyncio's "attached to a
+        # different loop" RuntimeError).
+        loop = io._loop
+        if not (io._rreg and loop.is_running()):
+            loop = _asyncio.get_running_loop()
         trust_pending = True
         self._receiving = True
         try:

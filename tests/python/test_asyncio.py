@@ -499,6 +499,24 @@ def test_the_read_registration_kept_after_a_receive_goes_when_nobody_waits(run):
     run(main)
 
 
+def test_a_connection_goes_on_receiving_in_the_next_event_loop(loop_kind):
+    """A read registration kept on a loop that has ended does not stop a
+    receive in the next one (asyncio.run() twice with one connection)."""
+    a, b = mpconn.Pipe()
+    a, b = aio.wrap(a), aio.wrap(b)
+
+    async def exchange(tag):
+        waiter = asyncio.ensure_future(a.recv_bytes())
+        await settle()
+        await b.send_bytes(tag)
+        return await asyncio.wait_for(waiter, 10)
+
+    for tag in (b"first loop", b"second loop", b"third loop"):
+        assert run_in(loop_kind, exchange(tag), 30) == tag
+    a.close()
+    b.close()
+
+
 def test_small_sends_queued_behind_a_full_socket_arrive_whole_and_in_order(run):
     """bytes, bytearray and memoryview slices sent while the socket is full
     (queued in Python and written many per system call) arrive in order."""
