@@ -457,14 +457,18 @@ def test_the_read_registration_kept_after_a_receive_goes_when_nobody_waits(run):
     close() closes its descriptor."""
     import gc
 
+    async def received_while_waiting(receiver, sender, data):
+        """receiver waits, then sender sends data: what the receiver got."""
+        waiter = asyncio.ensure_future(receiver.recv_bytes())
+        await settle()
+        await sender.send_bytes(data)
+        return await waiter
+
     async def main():
         loop = asyncio.get_running_loop()
         a, b = aio.Pipe()
         fd = a.fileno()
-        waiter = asyncio.ensure_future(a.recv_bytes())
-        await settle()
-        await b.send_bytes(b"one")
-        assert await waiter == b"one"
+        assert await received_while_waiting(a, b, b"one") == b"one"
         assert a._io._rreg, "kept for the next receive"
         await b.send_bytes(b"unawaited")  # readable, nobody waits: it goes
         for _ in range(5):
@@ -472,21 +476,14 @@ def test_the_read_registration_kept_after_a_receive_goes_when_nobody_waits(run):
         assert not a._io._rreg
         assert loop.remove_reader(fd) is False
         assert await a.recv_bytes() == b"unawaited"  # (from the socket, no wait)
-        waiter = asyncio.ensure_future(a.recv_bytes())
-        await settle()
-        await b.send_bytes(b"two")
-        assert await waiter == b"two"
+        assert await received_while_waiting(a, b, b"two") == b"two"
         assert a._io._rreg
         a.close()
         assert loop.remove_reader(fd) is False, "close() leaves nothing registered"
         # Dropped without close(): unregistered before the descriptor closes.
         c, d = aio.Pipe()
         fd = c.fileno()
-        waiter = asyncio.ensure_future(c.recv_bytes())
-        await settle()
-        await d.send_bytes(b"three")
-        assert await waiter == b"three"
-        del waiter
+        assert await received_while_waiting(c, d, b"three") == b"three"
         assert c._io._rreg
         del c
         gc.collect()
