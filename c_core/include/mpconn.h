@@ -638,7 +638,11 @@ MPC_API mpc_status mpc_conn_shutdown(mpc_conn *c);
  *   - Receives (every kind, values too) return a whole message or
  *     MPC_AGAIN.  A message that arrives in pieces is kept inside the
  *     connection (memory grows only as its bytes arrive, as for blocking
- *     receives) and the next receive call of any kind continues it.
+ *     receives) and the next receive call of any kind continues it.  The
+ *     block (up to 4 MiB) is kept for the next message while messages
+ *     keep coming, and given back once a receive finds no next header,
+ *     on a switch to blocking mode and at close: an idle connection holds
+ *     no large block.
  *     Before waiting on the descriptor, ask mpc_conn_pending(): a message
  *     already wholly read (read-ahead) makes no descriptor readable.
  *   - No call moves more than about 1 MiB: past that it returns MPC_AGAIN
