@@ -26,7 +26,9 @@ async def handle(conn):
 
 
 async def serve(address, authkey):
-    async with aio.Listener(address, authkey=authkey, backlog=64) as listener:
+    # read_ahead: one read serves many small messages (the wire is the same;
+    # the peer can be any multiprocessing.connection client).
+    async with aio.Listener(address, authkey=authkey, backlog=64, read_ahead=True) as listener:
         print("Listening on {!r}".format(listener.address), flush=True)
         tasks = set()
         while True:
@@ -41,7 +43,7 @@ async def serve(address, authkey):
 
 
 async def client(address, authkey):
-    async with await aio.Client(address, authkey=authkey) as conn:
+    async with await aio.Client(address, authkey=authkey, read_ahead=True) as conn:
         for obj in ("ping", {"level": 42}, b"\x00\xff" * 3):
             await conn.send(obj)
             # a deadline is the caller's: here 10 s for each reply
