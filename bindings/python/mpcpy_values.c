@@ -106,6 +106,32 @@ static void *mpcpy_b_bigint(void *ctx, const unsigned char *data, size_t len, in
     return o ? (void *)o : mpcpy_b_fail(err);
 }
 
+/* Whether s[0..n) is all ASCII (a word at a time: most strs of a message
+ * are short ASCII). */
+static int mpcpy_ascii(const unsigned char *s, size_t n)
+{
+    uint64_t acc = 0, w;
+    uint32_t h;
+    size_t i;
+    if (n >= 8) {
+        for (i = 0; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, s + n - 8, 8); /* (the tail, overlapping) */
+        acc |= w;
+    } else if (n >= 4) {
+        memcpy(&h, s, 4);
+        acc = h;
+        memcpy(&h, s + n - 4, 4);
+        acc |= h;
+    } else {
+        for (i = 0; i < n; i++)
+            acc |= s[i];
+    }
+    return !(acc & 0x8080808080808080ull);
+}
+
 static void *mpcpy_b_buffer(void *ctx, mpc_vkind kind, const void *data, size_t len,
                             mpc_error *err)
 {
@@ -117,6 +143,15 @@ static void *mpcpy_b_buffer(void *ctx, mpc_vkind kind, const void *data, size_t 
     }
     switch (kind) {
     case MPC_V_STR:
+        if (len >= 2 && mpcpy_ascii(data, len)) {
+            /* What PyUnicode_DecodeUTF8() makes of ASCII (a compact ASCII
+             * str), without its layers.  (Below 2 characters it gives the
+             * interpreter's shared strs, as pickle.loads() does: below.) */
+            o = PyUnicode_New((Py_ssize_t)len, 127);
+            if (o)
+                memcpy(PyUnicode_1BYTE_DATA(o), data, len);
+            break;
+        }
         /* pickle's BINUNICODE: UTF-8, lone surrogates allowed. */
         o = PyUnicode_DecodeUTF8(data, (Py_ssize_t)len, "surrogatepass");
         break;
@@ -146,33 +181,37 @@ static int mpcpy_b_insert(PyObject *c, mpc_vkind kind, void **items, size_t n)
 {
     size_t i;
     if (kind == MPC_V_LIST && n > 1) {
-        /* APPENDS: one resize, as pickle.loads extends by a slice. */
-        PyObject *tail = PyList_New((Py_ssize_t)n);
+        /* APPENDS: one resize, as pickle.loads extends by a slice (of a
+         * tuple here: small ones cost no allocation). */
+        PyObject *tail = PyTuple_New((Py_ssize_t)n);
         int rc;
         if (!tail) {
             mpcpy_b_drop(items, 0, n);
             return -1;
         }
         for (i = 0; i < n; i++)
-            PyList_SET_ITEM(tail, (Py_ssize_t)i, (PyObject *)items[i]);
+            PyTuple_SET_ITEM(tail, (Py_ssize_t)i, (PyObject *)items[i]);
         rc = PyList_SetSlice(c, PY_SSIZE_T_MAX, PY_SSIZE_T_MAX, tail);
         Py_DECREF(tail);
         return rc;
     }
-    for (i = 0; i < n; i++) {
-        int rc;
-        if (kind == MPC_V_DICT) {
-            rc = PyDict_SetItem(c, (PyObject *)items[i], (PyObject *)items[i + 1]);
-            Py_DECREF((PyObject *)items[i]);
-            Py_DECREF((PyObject *)items[i + 1]);
-            i++;
-        } else if (kind == MPC_V_LIST) {
-            rc = PyList_Append(c, (PyObject *)items[i]);
-            Py_DECREF((PyObject *)items[i]);
-        } else {
-            rc = PySet_Add(c, (PyObject *)items[i]);
-            Py_DECREF((PyObject *)items[i]);
+    if (kind == MPC_V_DICT) {
+        for (i = 0; i < n; i += 2) {
+            PyObject *k = items[i], *v = items[i + 1];
+            int rc = PyDict_SetItem(c, k, v);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (rc < 0) {
+                mpcpy_b_drop(items, i + 2, n);
+                return -1;
+            }
         }
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *it = items[i];
+        int rc = kind == MPC_V_LIST ? PyList_Append(c, it) : PySet_Add(c, it);
+        Py_DECREF(it);
         if (rc < 0) {
             mpcpy_b_drop(items, i + 1, n);
             return -1;
@@ -186,6 +225,18 @@ static void *mpcpy_b_make(void *ctx, mpc_vkind kind, void **items, size_t n, mpc
     PyObject *o;
     size_t i;
     (void)ctx;
+    if (n == 0) {
+        /* EMPTY_LIST, EMPTY_DICT, EMPTY_TUPLE, EMPTY_SET: as pickle.loads
+         * makes them (the empty tuple is the interpreter's one). */
+        switch (kind) {
+        case MPC_V_LIST: o = PyList_New(0); break;
+        case MPC_V_DICT: o = PyDict_New(); break;
+        case MPC_V_TUPLE: o = PyTuple_New(0); break;
+        case MPC_V_SET: o = PySet_New(NULL); break;
+        default: o = PyFrozenSet_New(NULL); break;
+        }
+        return o ? (void *)o : mpcpy_b_fail(err);
+    }
     if (n > (size_t)PY_SSIZE_T_MAX / sizeof(PyObject *)) {
         mpcpy_b_drop(items, 0, n);
         PyErr_NoMemory();
@@ -208,7 +259,11 @@ static void *mpcpy_b_make(void *ctx, mpc_vkind kind, void **items, size_t n, mpc
                 PyTuple_SET_ITEM(o, (Py_ssize_t)i, (PyObject *)items[i]);
         }
         return o;
-    case MPC_V_DICT: o = _PyDict_NewPresized((Py_ssize_t)(n / 2)); break;
+    case MPC_V_DICT:
+        /* (DICT: not presized, as pickle.loads makes it: a presized dict
+         * holds str keys in a larger table) */
+        o = PyDict_New();
+        break;
     case MPC_V_SET: o = PySet_New(NULL); break;
     default: o = PyFrozenSet_New(NULL); break; /* (filled while nobody else holds it) */
     }

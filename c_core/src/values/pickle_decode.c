@@ -46,14 +46,34 @@ static const char *const global_names[] = {
     "_codecs.encode",
 };
 
-/* A memo entry: a handle (for MPC__V_GLOBAL, the global's id), its kind and
- * the height it had when stored. */
+/* The kind (an mpc_vkind, or MPC__V_GLOBAL) and nesting height of a stack
+ * or memo entry, in one word: the height above 8 bits of kind, so that the
+ * larger of two words has the larger height. */
+#define KH(kind, height) ((uint32_t)(height) << 8 | (uint32_t)(kind))
+#define KH_KIND(x) ((int)((x) & 0xffu))
+#define KH_HEIGHT(x) ((uint32_t)(x) >> 8)
+
+/* The height of an allowed global: above every real height, so that the
+ * tallest of a container's items also says whether a global is among them
+ * (only fill() reads a global's height).  Real heights stay below it: the
+ * decoder refuses nesting deeper than MPC_VALUE_DEPTH_MAX, and where the
+ * builder bounds the nesting instead, fill() clamps the heights it
+ * computes (which then serve no check). */
+#define GLOBAL_HEIGHT 0x800000u
+
+/* A memo entry: a handle (for MPC__V_GLOBAL, the global's id) and its KH()
+ * when stored; a KH() is never 0 (heights are at least 1), so a kh of 0 is
+ * an entry not in use. */
 typedef struct ment {
     void *h;
-    uint32_t height;
-    unsigned char kind;
-    unsigned char used;
+    uint32_t kh;
 } ment;
+
+/* Where an entry of the memo is: its handle and its kh. */
+typedef struct mslot {
+    void **h;
+    uint32_t *kh;
+} mslot;
 
 /* Inline storage for small pickles (no allocation at all for most
  * messages): stack entries, marks, memo keys. */
@@ -67,18 +87,21 @@ typedef struct dec {
     size_t op_at; /* offset of the opcode being executed */
     const mpc_value_builder *b;
     void *ctx;
-    /* the stack, as three parallel arrays (handles are contiguous, so the
-     * items of a container go to the builder in one call) */
+    /* the stack, as two parallel arrays: handles (contiguous, so the
+     * items of a container go to the builder in one call) and KH()s */
     void **sh;
-    unsigned char *sk;
-    uint32_t *sht;
+    uint32_t *skh;
     size_t sn, scap;
     size_t *marks;
     size_t mn, mcap;
     /* memo: a direct array for the dense small keys CPython writes (0, 1,
-     * 2 ...), open addressing for any other int64 key; md[0..mdhi) are
-     * initialised, the rest is not yet */
-    ment *md;
+     * 2 ...), open addressing for any other int64 key.  The direct array is
+     * two parallel arrays (handles, khs: 12 bytes a key, as small as the
+     * memo of CPython's unpickler, whose large blocks the allocator keeps
+     * rather than mapping and unmapping them for each message);
+     * mdkh[0..mdhi) are initialised, the rest is not yet. */
+    void **mdh;
+    uint32_t *mdkh;
     size_t mdcap, mdhi;
     int64_t *mkeys;
     ment *mv;
@@ -92,10 +115,10 @@ typedef struct dec {
     /* not cleared on entry: */
     mpc_error berr; /* a builder call's failure */
     void *sh0[DEC_STACK0];
-    unsigned char sk0[DEC_STACK0];
-    uint32_t sht0[DEC_STACK0];
+    uint32_t skh0[DEC_STACK0];
     size_t marks0[DEC_MARKS0];
-    ment md0[DEC_MEMO0];
+    void *mdh0[DEC_MEMO0];
+    uint32_t mdkh0[DEC_MEMO0];
 } dec;
 
 /* Grows an array that starts in the inline storage inl (n elements of
@@ -278,35 +301,36 @@ static int grow_stack(dec *d)
 {
     size_t ncap = d->scap * 2;
     void **sh = grow_array(d->sh, d->sh0, d->sn, ncap, sizeof *sh);
-    unsigned char *sk = grow_array(d->sk, d->sk0, d->sn, ncap, sizeof *sk);
-    uint32_t *sht = grow_array(d->sht, d->sht0, d->sn, ncap, sizeof *sht);
+    uint32_t *skh = grow_array(d->skh, d->skh0, d->sn, ncap, sizeof *skh);
     if (sh)
         d->sh = sh;
-    if (sk)
-        d->sk = sk;
-    if (sht)
-        d->sht = sht;
-    if (!sh || !sk || !sht)
+    if (skh)
+        d->skh = skh;
+    if (!sh || !skh)
         return -1;
     d->scap = ncap;
     return 0;
 }
 
-/* Pushes h (a reference the stack takes; released on failure).  A NULL h
- * is a builder call that failed. */
-static inline mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
+/* Pushes h, not NULL (a reference the stack takes; released on failure). */
+static inline mpc_status push_ok(dec *d, void *h, int kind, uint32_t height)
 {
-    if (!h)
-        return builder_failed(d);
     if (d->sn == d->scap && grow_stack(d) < 0) {
         h_release(d, h, kind);
         return nomem(d);
     }
     d->sh[d->sn] = h;
-    d->sk[d->sn] = (unsigned char)kind;
-    d->sht[d->sn] = height;
+    d->skh[d->sn] = KH(kind, height);
     d->sn++;
     return MPC_OK;
+}
+
+/* push_ok() of a builder call's result: NULL is a call that failed. */
+static inline mpc_status push_h(dec *d, void *h, int kind, uint32_t height)
+{
+    if (!h)
+        return builder_failed(d);
+    return push_ok(d, h, kind, height);
 }
 
 /* A new scalar of the builder. */
@@ -337,7 +361,7 @@ static void drop_to(dec *d, size_t n)
 {
     while (d->sn > n) {
         d->sn--;
-        h_release(d, d->sh[d->sn], d->sk[d->sn]);
+        h_release(d, d->sh[d->sn], KH_KIND(d->skh[d->sn]));
     }
 }
 
@@ -365,44 +389,58 @@ static uint64_t key_hash(int64_t k)
     return x ^ (x >> 29);
 }
 
-static ment *memo_find(const dec *d, int64_t key)
+/* Finds key: 1 (*m set), or 0. */
+static int memo_find(dec *d, int64_t key, mslot *m)
 {
-    if (key >= 0 && (uint64_t)key < d->mdhi && d->md[key].used)
-        return &d->md[key];
+    if (key >= 0 && (uint64_t)key < d->mdhi && d->mdkh[key]) {
+        m->h = &d->mdh[key];
+        m->kh = &d->mdkh[key];
+        return 1;
+    }
     if (!d->mslots)
-        return NULL;
+        return 0;
     size_t mask = d->mslots - 1;
     for (size_t s = key_hash(key) & mask;; s = (s + 1) & mask) {
-        if (!d->mv[s].used)
-            return NULL;
-        if (d->mkeys[s] == key)
-            return &d->mv[s];
+        if (!d->mv[s].kh)
+            return 0;
+        if (d->mkeys[s] == key) {
+            m->h = &d->mv[s].h;
+            m->kh = &d->mv[s].kh;
+            return 1;
+        }
     }
 }
 
-/* A free entry for a key not in the memo, or NULL (out of memory).  Dense
- * keys go to the direct array, which grows to at most about twice the
- * number of keys stored (so a hostile key costs no memory). */
-static ment *memo_new(dec *d, int64_t key)
+/* A free entry for a key not in the memo (*m set): 0, or -1 (out of
+ * memory).  Dense keys go to the direct array, which grows to at most about
+ * twice the number of keys stored (so a hostile key costs no memory). */
+static int memo_new(dec *d, int64_t key, mslot *m)
 {
     if (key >= 0 && (uint64_t)key >= d->mdcap) {
         size_t nc = d->mdcap;
         while (nc <= (uint64_t)key && nc <= 2 * d->mcount + 64)
             nc *= 2;
         if (nc > (uint64_t)key && nc <= 2 * d->mcount + 128) {
-            ment *md = grow_array(d->md, d->md0, d->mdhi, nc, sizeof *md);
-            if (!md)
-                return NULL;
-            d->md = md;
+            void **mdh = grow_array(d->mdh, d->mdh0, d->mdhi, nc, sizeof *mdh);
+            uint32_t *mdkh = grow_array(d->mdkh, d->mdkh0, d->mdhi, nc, sizeof *mdkh);
+            if (mdh)
+                d->mdh = mdh;
+            if (mdkh)
+                d->mdkh = mdkh;
+            if (!mdh || !mdkh)
+                return -1;
             d->mdcap = nc;
         }
     }
     if (key >= 0 && (uint64_t)key < d->mdcap) {
         if ((uint64_t)key >= d->mdhi) {
-            memset(d->md + d->mdhi, 0, ((size_t)key + 1 - d->mdhi) * sizeof *d->md);
+            memset(d->mdh + d->mdhi, 0, ((size_t)key + 1 - d->mdhi) * sizeof *d->mdh);
+            memset(d->mdkh + d->mdhi, 0, ((size_t)key + 1 - d->mdhi) * sizeof *d->mdkh);
             d->mdhi = (size_t)key + 1;
         }
-        return &d->md[key];
+        m->h = &d->mdh[key];
+        m->kh = &d->mdkh[key];
+        return 0;
     }
     if ((d->mhn + 1) * 2 > d->mslots) {
         size_t ncap = d->mslots ? d->mslots * 2 : 64;
@@ -411,13 +449,13 @@ static ment *memo_new(dec *d, int64_t key)
         if (!nk || !nv) {
             free(nk);
             free(nv);
-            return NULL;
+            return -1;
         }
         for (size_t i = 0; i < d->mslots; i++) {
-            if (!d->mv[i].used)
+            if (!d->mv[i].kh)
                 continue;
             size_t s = key_hash(d->mkeys[i]) & (ncap - 1);
-            while (nv[s].used)
+            while (nv[s].kh)
                 s = (s + 1) & (ncap - 1);
             nk[s] = d->mkeys[i];
             nv[s] = d->mv[i];
@@ -430,59 +468,90 @@ static ment *memo_new(dec *d, int64_t key)
     }
     size_t mask = d->mslots - 1;
     size_t s = key_hash(key) & mask;
-    while (d->mv[s].used)
+    while (d->mv[s].kh)
         s = (s + 1) & mask;
     d->mkeys[s] = key;
     d->mhn++;
-    return &d->mv[s];
+    m->h = &d->mv[s].h;
+    m->kh = &d->mv[s].kh;
+    return 0;
 }
 
-static mpc_status memo_put(dec *d, int64_t key)
+static mpc_status memo_put_any(dec *d, int64_t key)
 {
     mpc_status st = need(d, 1);
     if (st)
         return st;
     size_t top = d->sn - 1;
-    ment *m;
+    mslot m;
     if (key >= 0 && (uint64_t)key == d->mdhi && d->mdhi < d->mdcap && !d->mhn) {
         /* the next dense key (what CPython writes), stored nowhere yet: a
          * fresh slot */
-        m = &d->md[d->mdhi++];
+        m.h = &d->mdh[d->mdhi];
+        m.kh = &d->mdkh[d->mdhi];
+        d->mdhi++;
         d->mcount++;
-    } else if ((m = memo_find(d, key)) != NULL) {
-        h_release(d, m->h, m->kind);
+    } else if (memo_find(d, key, &m)) {
+        h_release(d, *m.h, KH_KIND(*m.kh));
     } else {
-        if (!(m = memo_new(d, key)))
+        if (memo_new(d, key, &m) < 0)
             return nomem(d);
         d->mcount++;
     }
-    m->h = d->sh[top];
-    m->kind = d->sk[top];
-    m->height = d->sht[top];
-    m->used = 1;
-    h_ref(d, m->h, m->kind);
+    *m.h = d->sh[top];
+    *m.kh = d->skh[top];
+    h_ref(d, *m.h, KH_KIND(*m.kh));
     return MPC_OK;
+}
+
+/* Stores the top of the stack under key.  Inline, the case CPython's
+ * pickles make nearly every time (the next dense key, room in the direct
+ * array, an object above the latest mark); memo_put_any() the others. */
+static inline mpc_status memo_put(dec *d, int64_t key)
+{
+    size_t k = d->mdhi;
+    if (key >= 0 && (uint64_t)key == k && k < d->mdcap && !d->mhn && d->sn > fence(d)) {
+        size_t top = d->sn - 1;
+        d->mdhi = k + 1;
+        d->mcount++;
+        d->mdh[k] = d->sh[top];
+        d->mdkh[k] = d->skh[top];
+        h_ref(d, d->mdh[k], KH_KIND(d->mdkh[k]));
+        return MPC_OK;
+    }
+    return memo_put_any(d, key);
 }
 
 static inline mpc_status memo_get(dec *d, int64_t key)
 {
-    ment *m = key >= 0 && (uint64_t)key < d->mdhi && d->md[key].used ? &d->md[key]
-                                                                      : memo_find(d, key);
-    if (!m)
+    mslot m;
+    if (key >= 0 && (uint64_t)key < d->mdhi && d->mdkh[key]) {
+        m.h = &d->mdh[key];
+        m.kh = &d->mdkh[key];
+    } else if (!memo_find(d, key, &m)) {
         return fail(d, "memo key %lld not found", (long long)key);
-    h_ref(d, m->h, m->kind);
-    return push_h(d, m->h, m->kind, m->height);
+    }
+    void *h = *m.h;
+    uint32_t kh = *m.kh;
+    h_ref(d, h, KH_KIND(kh));
+    return push_ok(d, h, KH_KIND(kh), KH_HEIGHT(kh));
 }
 
 static void memo_release(dec *d)
 {
-    for (size_t i = 0; i < d->mdhi; i++)
-        if (d->md[i].used)
-            h_release(d, d->md[i].h, d->md[i].kind);
+    void **mdh = d->mdh;
+    const uint32_t *mdkh = d->mdkh;
+    const size_t n = d->mdhi;
+    void (*release)(void *, void *) = d->b->release;
+    void *ctx = d->ctx;
+    for (size_t i = 0; i < n; i++)
+        if (mdkh[i] && KH_KIND(mdkh[i]) != MPC__V_GLOBAL)
+            release(ctx, mdh[i]);
     for (size_t i = 0; i < d->mslots; i++)
-        if (d->mv[i].used)
-            h_release(d, d->mv[i].h, d->mv[i].kind);
-    free_array(d->md, d->md0);
+        if (d->mv[i].kh)
+            h_release(d, d->mv[i].h, KH_KIND(d->mv[i].kh));
+    free_array(d->mdh, d->mdh0);
+    free_array(d->mdkh, d->mdkh0);
     free(d->mkeys);
     free(d->mv);
 }
@@ -597,13 +666,21 @@ static mpc_status push_float_text(dec *d, const char *s, size_t n)
     return push_scalar(d, MPC_V_FLOAT, 0, f);
 }
 
+/* The builder's buffer() of kind failed. */
+static mpc_status buffer_failed(dec *d, int kind)
+{
+    if (kind == MPC_V_STR && d->berr.status != MPC_NOMEM)
+        return fail(d, "invalid UTF-8 in %s", op_name(d->p[d->op_at]));
+    return builder_failed(d);
+}
+
 /* A str, bytes or bytearray of the builder. */
-static mpc_status push_buffer(dec *d, int kind, const void *s, size_t n)
+static inline mpc_status push_buffer(dec *d, int kind, const void *s, size_t n)
 {
     void *h = d->b->buffer(d->ctx, (mpc_vkind)kind, s ? s : "", n, &d->berr);
-    if (!h && kind == MPC_V_STR && d->berr.status != MPC_NOMEM)
-        return fail(d, "invalid UTF-8 in %s", op_name(d->p[d->op_at]));
-    return push_h(d, h, kind, 1);
+    if (!h)
+        return buffer_failed(d, kind);
+    return push_ok(d, h, kind, 1);
 }
 
 /* Latin-1 bytes as a str. */
@@ -729,9 +806,9 @@ static mpc_status fill_problem(dec *d, int kind, size_t from, size_t c_at, size_
         ok = problem == 1 ? bad - bad % 2 : n - 1;
     else
         ok = bad;
-    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
+    uint32_t h = c_at == SIZE_MAX ? 1 : KH_HEIGHT(d->skh[c_at]);
     for (i = 0; i < ok; i++)
-        h = taller(h, d->sht[from + i] + 1);
+        h = taller(h, KH_HEIGHT(d->skh[from + i]) + 1);
     mpc_status st = MPC_OK;
     if (d->check_depth && h > d->max_depth) {
         st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
@@ -746,7 +823,7 @@ static mpc_status fill_problem(dec *d, int kind, size_t from, size_t c_at, size_
         st = d->b->add(d->ctx, d->sh[c_at], (mpc_vkind)kind, d->sh + from, ok, &d->berr);
     /* The builder took the first ok items; the rest are released. */
     for (i = from + ok; i < d->sn; i++)
-        h_release(d, d->sh[i], d->sk[i]);
+        h_release(d, d->sh[i], KH_KIND(d->skh[i]));
     void *g = problem == 1 ? d->sh[from + bad] : NULL; /* (an id: still valid) */
     d->sn = from;
     if ((c_at == SIZE_MAX && !c) || st)
@@ -763,19 +840,22 @@ static mpc_status fill_problem(dec *d, int kind, size_t from, size_t c_at, size_
 static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
 {
     size_t n = d->sn - from, i;
-    const unsigned char *sk = d->sk + from;
-    const uint32_t *sht = d->sht + from;
+    const uint32_t *skh = d->skh + from;
     uint32_t top = 0;
-    for (i = 0; i < n; i++) {
-        if (sk[i] == MPC__V_GLOBAL)
-            break;
-        top = taller(top, sht[i]);
-    }
-    if (i < n || (kind == MPC_V_DICT && n % 2))
+    /* (one pass, with no branch per item: the tallest item, of height
+     * GLOBAL_HEIGHT if an allowed global is among them) */
+    for (i = 0; i < n; i++)
+        top = taller(top, skh[i]);
+    if (KH_HEIGHT(top) >= GLOBAL_HEIGHT || (kind == MPC_V_DICT && n % 2)) {
+        for (i = 0; i < n && KH_KIND(skh[i]) != MPC__V_GLOBAL; i++)
+            ;
         return fill_problem(d, kind, from, c_at, i);
-    uint32_t h = c_at == SIZE_MAX ? 1 : d->sht[c_at];
+    }
+    uint32_t h = c_at == SIZE_MAX ? 1 : KH_HEIGHT(d->skh[c_at]);
     if (n)
-        h = taller(h, top + 1);
+        h = taller(h, KH_HEIGHT(top) + 1);
+    if (h >= GLOBAL_HEIGHT)
+        h = GLOBAL_HEIGHT - 1; /* (only without check_depth: see GLOBAL_HEIGHT) */
     if (d->check_depth && h > d->max_depth) {
         mpc_status st = fail(d, "%s: nesting deeper than %u", op_name(d->p[d->op_at]),
                              (unsigned)d->max_depth);
@@ -786,10 +866,17 @@ static mpc_status fill(dec *d, int kind, size_t from, size_t c_at)
     if (c_at != SIZE_MAX) {
         if (d->b->add(d->ctx, d->sh[c_at], (mpc_vkind)kind, d->sh + from, n, &d->berr))
             return builder_failed(d);
-        d->sht[c_at] = h;
+        d->skh[c_at] = KH(kind, h);
         return MPC_OK;
     }
     return push_h(d, d->b->make(d->ctx, (mpc_vkind)kind, d->sh + from, n, &d->berr), kind, h);
+}
+
+/* EMPTY_LIST, EMPTY_TUPLE, EMPTY_DICT, EMPTY_SET: fill() of no items (an
+ * empty container's height, 1, is within every bound). */
+static inline mpc_status push_empty(dec *d, int kind)
+{
+    return push_h(d, d->b->make(d->ctx, (mpc_vkind)kind, d->sh + d->sn, 0, &d->berr), kind, 1);
 }
 
 /* Builds a new container of kind from the items above the latest mark. */
@@ -803,8 +890,11 @@ static mpc_status build_from_mark(dec *d, int kind)
 }
 
 /* APPENDS / SETITEMS / ADDITEMS: items above the mark go into the object just
- * below it. */
-static mpc_status add_from_mark(dec *d, int kind)
+ * below it.  (Inline: run_machine() runs the first two.) */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline mpc_status add_from_mark(dec *d, int kind)
 {
     size_t start = 0;
     mpc_status st = pop_mark(d, &start);
@@ -813,11 +903,11 @@ static mpc_status add_from_mark(dec *d, int kind)
     if (start == 0 || start - 1 < fence(d))
         return underflow(d);
     size_t c = start - 1;
-    if (d->sk[c] != kind)
-        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+    if (KH_KIND(d->skh[c]) != kind)
+        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(KH_KIND(d->skh[c])));
     if (kind == MPC_V_SET && d->b->can_add && !d->b->can_add(d->ctx, d->sh[c]))
         return fail(d, "refused %s: the %s is already inside another container",
-                    op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+                    op_name(d->p[d->op_at]), kind_text(KH_KIND(d->skh[c])));
     return fill(d, kind, start, c);
 }
 
@@ -828,8 +918,8 @@ static mpc_status add_top(dec *d, int kind, size_t n)
     if (st)
         return st;
     size_t c = d->sn - n - 1;
-    if (d->sk[c] != kind)
-        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(d->sk[c]));
+    if (KH_KIND(d->skh[c]) != kind)
+        return fail(d, "%s on a %s", op_name(d->p[d->op_at]), kind_text(KH_KIND(d->skh[c])));
     return fill(d, kind, d->sn - n, c);
 }
 
@@ -874,7 +964,7 @@ static mpc_status push_global(dec *d, const char *mod, size_t ml, const char *na
         mpc__repr_bytes(name, nl, n, sizeof n);
         return fail(d, "refused opcode %s of global '%s.%s'", op_name(d->p[d->op_at]), m, n);
     }
-    return push_h(d, (void *)(uintptr_t)id, MPC__V_GLOBAL, 1);
+    return push_h(d, (void *)(uintptr_t)id, MPC__V_GLOBAL, GLOBAL_HEIGHT);
 }
 
 /* Whether h is a str or bytes equal to lit. */
@@ -932,13 +1022,13 @@ static mpc_status reduce(dec *d)
     if (st)
         return st;
     size_t fn = d->sn - 2, at = d->sn - 1;
-    if (d->sk[fn] != MPC__V_GLOBAL)
+    if (KH_KIND(d->skh[fn]) != MPC__V_GLOBAL)
         return fail(d, "refused opcode REDUCE of a %s (not an allowed global)",
-                    kind_text(d->sk[fn]));
+                    kind_text(KH_KIND(d->skh[fn])));
     const char *g = global_text(d->sh[fn]);
     int id = (int)(uintptr_t)d->sh[fn];
     void *args = d->sh[at];
-    int bad = d->sk[at] != MPC_V_TUPLE;
+    int bad = KH_KIND(d->skh[at]) != MPC_V_TUPLE;
     size_t n = bad ? 0 : d->b->len(d->ctx, args);
     void *a0 = n > 0 ? d->b->item(d->ctx, args, 0) : NULL;
     void *a1 = n > 1 ? d->b->item(d->ctx, args, 1) : NULL;
@@ -999,7 +1089,7 @@ static mpc_status reduce(dec *d)
         return st;
     /* fn and args go; the result takes fn's place. */
     void *res = d->sh[d->sn - 1];
-    int rk = d->sk[d->sn - 1];
+    int rk = KH_KIND(d->skh[d->sn - 1]);
     d->sn--;
     drop_to(d, fn);
     return push_h(d, res, rk, 1);
@@ -1021,7 +1111,7 @@ static mpc_status refuse(dec *d, unsigned char op)
     }
     if ((op == 0x81 || op == 0x92) && d->sn - fence(d) >= (op == 0x81 ? 2u : 3u)) {
         size_t cls = d->sn - (op == 0x81 ? 2 : 3);
-        if (d->sk[cls] == MPC__V_GLOBAL)
+        if (KH_KIND(d->skh[cls]) == MPC__V_GLOBAL)
             return fail(d, "refused opcode %s of global '%s'", name, global_text(d->sh[cls]));
     }
     return fail(d, "refused opcode %s", name);
@@ -1029,12 +1119,17 @@ static mpc_status refuse(dec *d, unsigned char op)
 
 /* --- the machine --- */
 
-/* One opcode.  Inlined into the decoder's loop: a call per opcode (and
- * its register saves) costs a tenth of a small message's decoding. */
+/* step()'s answer once STOP has run (a value no call returns as a status). */
+#define DEC_STOPPED MPC__STATUS_COUNT
+
+/* One opcode (pos < len): MPC_OK, DEC_STOPPED after STOP, or a failure.
+ * Every opcode is here; run_machine() takes the common ones itself.  Kept
+ * out of run_machine(), where it would crowd the registers of the common
+ * path. */
 #if defined(__GNUC__)
-__attribute__((always_inline))
+__attribute__((noinline))
 #endif
-static inline mpc_status step(dec *d, int *stopped, void **result)
+static mpc_status step(dec *d, void **result)
 {
     const unsigned char *b = NULL;
     const char *s;
@@ -1059,11 +1154,10 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
     case '.': /* STOP */
         if ((st = need(d, 1)))
             return st;
-        if (d->sk[d->sn - 1] == MPC__V_GLOBAL)
+        if (KH_KIND(d->skh[d->sn - 1]) == MPC__V_GLOBAL)
             return global_as_value(d, d->sh[d->sn - 1]);
         *result = d->sh[--d->sn];
-        *stopped = 1;
-        return MPC_OK;
+        return DEC_STOPPED;
     case '(':
         if (d->mn == d->mcap) {
             size_t ncap = d->mcap * 2;
@@ -1094,8 +1188,9 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
     case '2': /* DUP */
         if ((st = need(d, 1)))
             return st;
-        h_ref(d, d->sh[d->sn - 1], d->sk[d->sn - 1]);
-        return push_h(d, d->sh[d->sn - 1], d->sk[d->sn - 1], d->sht[d->sn - 1]);
+        h_ref(d, d->sh[d->sn - 1], KH_KIND(d->skh[d->sn - 1]));
+        return push_h(d, d->sh[d->sn - 1], KH_KIND(d->skh[d->sn - 1]),
+                      KH_HEIGHT(d->skh[d->sn - 1]));
     case 'N': return push_scalar(d, MPC_V_NONE, 0, 0);
     case 0x88: return push_scalar(d, MPC_V_BOOL, 1, 0);
     case 0x89: return push_scalar(d, MPC_V_BOOL, 0, 0);
@@ -1142,9 +1237,9 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
     case 'G': {
         if ((st = take(d, 8, &b)))
             return st;
-        uint64_t bits = 0;
-        for (int i = 0; i < 8; i++)
-            bits = (bits << 8) | b[i];
+        uint64_t bits = (uint64_t)b[0] << 56 | (uint64_t)b[1] << 48 | (uint64_t)b[2] << 40 |
+                        (uint64_t)b[3] << 32 | (uint64_t)b[4] << 24 | (uint64_t)b[5] << 16 |
+                        (uint64_t)b[6] << 8 | (uint64_t)b[7];
         double f;
         memcpy(&f, &bits, sizeof f);
         return push_scalar(d, MPC_V_FLOAT, 0, f);
@@ -1168,14 +1263,23 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
         if ((st = take_line(d, &s, &n)))
             return st;
         return push_unicode_op(d, s, n);
+    case 0x8c: /* SHORT_BINUNICODE */
+    case 'C': { /* SHORT_BINBYTES */
+        if (d->pos == d->len)
+            return truncated(d);
+        size_t cnt = d->p[d->pos];
+        if (cnt > d->len - d->pos - 1)
+            return truncated(d);
+        b = d->p + d->pos + 1;
+        d->pos += 1 + cnt;
+        return push_buffer(d, op == 'C' ? MPC_V_BYTES : MPC_V_STR, b, cnt);
+    }
     case 'X':
-    case 0x8c:
     case 0x8d:
     case 'B':
-    case 'C':
     case 0x8e:
     case 0x96: {
-        int w = (op == 0x8c || op == 'C') ? 1 : (op == 'X' || op == 'B') ? 4 : 8;
+        int w = (op == 'X' || op == 'B') ? 4 : 8;
         if ((st = take(d, (size_t)w, &b)))
             return st;
         uint64_t cnt = le(b, w);
@@ -1183,14 +1287,14 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
             return truncated(d);
         if ((st = take(d, (size_t)cnt, &b)))
             return st;
-        if (op == 'X' || op == 0x8c || op == 0x8d)
+        if (op == 'X' || op == 0x8d)
             return push_buffer(d, MPC_V_STR, b, cnt);
         return push_buffer(d, op == 0x96 ? MPC_V_BYTEARRAY : MPC_V_BYTES, b, cnt);
     }
-    case ']': return fill(d, MPC_V_LIST, d->sn, SIZE_MAX);
-    case ')': return fill(d, MPC_V_TUPLE, d->sn, SIZE_MAX);
-    case '}': return fill(d, MPC_V_DICT, d->sn, SIZE_MAX);
-    case 0x8f: return fill(d, MPC_V_SET, d->sn, SIZE_MAX);
+    case ']': return push_empty(d, MPC_V_LIST);
+    case ')': return push_empty(d, MPC_V_TUPLE);
+    case '}': return push_empty(d, MPC_V_DICT);
+    case 0x8f: return push_empty(d, MPC_V_SET);
     case 'l': return build_from_mark(d, MPC_V_LIST);
     case 't': return build_from_mark(d, MPC_V_TUPLE);
     case 'd': return build_from_mark(d, MPC_V_DICT);
@@ -1243,7 +1347,7 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
         if ((st = need(d, 2)))
             return st;
         size_t mi = d->sn - 2, ni = d->sn - 1;
-        if (d->sk[mi] != MPC_V_STR || d->sk[ni] != MPC_V_STR)
+        if (KH_KIND(d->skh[mi]) != MPC_V_STR || KH_KIND(d->skh[ni]) != MPC_V_STR)
             return fail(d, "STACK_GLOBAL requires str");
         size_t ml = 0, nl = 0;
         const char *m = d->b->data(d->ctx, d->sh[mi], &ml);
@@ -1256,7 +1360,7 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
         /* Replace the two strs with the global just pushed. */
         d->sn--;
         drop_to(d, mi);
-        return push_h(d, d->sh[d->sn + 2], MPC__V_GLOBAL, 1);
+        return push_h(d, d->sh[d->sn + 2], MPC__V_GLOBAL, GLOBAL_HEIGHT);
     }
     case 'R': return reduce(d);
     case 'b': case 'i': case 'o': case 0x81: case 0x92: case 'P': case 'Q':
@@ -1264,6 +1368,230 @@ static inline mpc_status step(dec *d, int *stopped, void **result)
         return refuse(d, op);
     default:
         return fail(d, "invalid opcode 0x%02x", op);
+    }
+}
+
+/* Runs the machine to STOP: DEC_STOPPED, or a failure.
+ *
+ * The opcodes that make up most of what CPython writes (memo references,
+ * short str and bytes, small ints, floats, bools, marks, empty containers)
+ * run here with the busiest state (input pointer, stack) in locals: the dec
+ * struct's address goes to every call, so its fields would otherwise be
+ * loaded and stored around each opcode.  A case here does what step() does
+ * for its opcode when nothing unusual happens.  Any other situation
+ * (truncated input, a memo key that is not in the dense array or not the
+ * next one, nothing above the mark, no room for a mark) goes to step(),
+ * which runs the opcode from its start: a case changes nothing before it
+ * knows it will complete.  A builder call that fails gets step()'s error.
+ *
+ * Each opcode here takes at least one byte of input and pushes at most one
+ * entry, so while the input pointer is below lim (at most as many bytes
+ * ahead as the stack has free entries) no push needs a check for room. */
+static mpc_status run_machine(dec *d, void **result)
+{
+    const unsigned char *const p = d->p, *const end = d->p + d->len;
+    const mpc_value_builder *const b = d->b;
+    void *const ctx = d->ctx;
+    const unsigned char *ip = p + d->pos;
+    size_t sn = d->sn, fnc = fence(d);
+    void **sh = d->sh;
+    uint32_t *skh = d->skh;
+    mpc_status st;
+    for (;;) {
+        size_t room = d->scap - sn;
+        const unsigned char *lim = (size_t)(end - ip) > room ? ip + room : end;
+        while (ip < lim) {
+            const unsigned char *at = ip;
+            size_t left = (size_t)(end - ip), key, n;
+            void *h;
+            uint32_t kh;
+            int64_t i = 0;
+            double f = 0;
+            switch (*ip) {
+            case 'h': /* BINGET */
+                if (left < 2)
+                    goto slow;
+                key = ip[1];
+                n = 2;
+                goto get;
+            case 'j': /* LONG_BINGET */
+                if (left < 5)
+                    goto slow;
+                key = (size_t)le(ip + 1, 4);
+                n = 5;
+                goto get;
+            case 0x94: /* MEMOIZE */
+                key = d->mcount;
+                n = 1;
+                goto put;
+            case 'q': /* BINPUT */
+                if (left < 2)
+                    goto slow;
+                key = ip[1];
+                n = 2;
+                goto put;
+            case 0x8c: /* SHORT_BINUNICODE */
+                kh = KH(MPC_V_STR, 1);
+                goto short_buffer;
+            case 'C': /* SHORT_BINBYTES */
+                kh = KH(MPC_V_BYTES, 1);
+                goto short_buffer;
+            case 'K': /* BININT1 */
+                if (left < 2)
+                    goto slow;
+                i = ip[1];
+                ip += 2;
+                kh = KH(MPC_V_INT, 1);
+                goto scalar;
+            case 'M': /* BININT2 */
+                if (left < 3)
+                    goto slow;
+                i = (int64_t)le(ip + 1, 2);
+                ip += 3;
+                kh = KH(MPC_V_INT, 1);
+                goto scalar;
+            case 'J': /* BININT */
+                if (left < 5)
+                    goto slow;
+                i = (int32_t)(uint32_t)le(ip + 1, 4);
+                ip += 5;
+                kh = KH(MPC_V_INT, 1);
+                goto scalar;
+            case 'G': { /* BINFLOAT */
+                if (left < 9)
+                    goto slow;
+                uint64_t bits = (uint64_t)ip[1] << 56 | (uint64_t)ip[2] << 48 |
+                                (uint64_t)ip[3] << 40 | (uint64_t)ip[4] << 32 |
+                                (uint64_t)ip[5] << 24 | (uint64_t)ip[6] << 16 |
+                                (uint64_t)ip[7] << 8 | (uint64_t)ip[8];
+                memcpy(&f, &bits, sizeof f);
+                ip += 9;
+                kh = KH(MPC_V_FLOAT, 1);
+                goto scalar;
+            }
+            case 'N': /* NONE */
+                ip++;
+                kh = KH(MPC_V_NONE, 1);
+                goto scalar;
+            case 0x88: /* NEWTRUE */
+                i = 1;
+                /* fall through */
+            case 0x89: /* NEWFALSE */
+                ip++;
+                kh = KH(MPC_V_BOOL, 1);
+                goto scalar;
+            case '(': /* MARK */
+                if (d->mn == d->mcap)
+                    goto slow;
+                d->marks[d->mn++] = sn;
+                fnc = sn;
+                ip++;
+                continue;
+            case ']': /* EMPTY_LIST */
+                kh = KH(MPC_V_LIST, 1);
+                goto empty;
+            case '}': /* EMPTY_DICT */
+                kh = KH(MPC_V_DICT, 1);
+                goto empty;
+            case ')': /* EMPTY_TUPLE */
+                kh = KH(MPC_V_TUPLE, 1);
+                goto empty;
+            case 'u': /* SETITEMS */
+            case 'e': /* APPENDS */
+            case 'a': /* APPEND */
+                /* (step()'s own calls, without its dispatch) */
+                d->op_at = (size_t)(at - p);
+                d->pos = d->op_at + 1;
+                d->sn = sn;
+                st = *ip == 'a' ? add_top(d, MPC_V_LIST, 1)
+                                : add_from_mark(d, *ip == 'u' ? MPC_V_DICT : MPC_V_LIST);
+                if (st)
+                    return st;
+                goto reload;
+            default: goto slow;
+            }
+        get: /* memo key at ip + 1, n bytes */
+            if (key >= d->mdhi || !(kh = d->mdkh[key]))
+                goto slow;
+            h = d->mdh[key];
+            if (KH_KIND(kh) != MPC__V_GLOBAL)
+                b->ref(ctx, h);
+            ip += n;
+            goto push;
+        put: /* the next dense memo key at ip + 1, n bytes */
+            if (key != d->mdhi || key >= d->mdcap || d->mhn || sn <= fnc)
+                goto slow;
+            d->mdhi = key + 1;
+            d->mcount++;
+            d->mdh[key] = sh[sn - 1];
+            d->mdkh[key] = skh[sn - 1];
+            if (KH_KIND(skh[sn - 1]) != MPC__V_GLOBAL)
+                b->ref(ctx, sh[sn - 1]);
+            ip += n;
+            continue;
+        short_buffer:
+            if (left < 2 || ip[1] > left - 2)
+                goto slow;
+            h = b->buffer(ctx, (mpc_vkind)KH_KIND(kh), ip + 2, ip[1], &d->berr);
+            if (!h) {
+                d->sn = sn;
+                d->op_at = (size_t)(at - p);
+                return buffer_failed(d, KH_KIND(kh));
+            }
+            ip += 2 + (size_t)ip[1];
+            goto push_then_memoize;
+        empty:
+            h = b->make(ctx, (mpc_vkind)KH_KIND(kh), sh + sn, 0, &d->berr);
+            if (!h)
+                goto failed;
+            ip++;
+            goto push_then_memoize;
+        scalar:
+            h = b->scalar(ctx, (mpc_vkind)KH_KIND(kh), i, f, &d->berr);
+            if (!h)
+                goto failed;
+        push:
+            sh[sn] = h;
+            skh[sn] = kh;
+            sn++;
+            continue;
+        push_then_memoize:
+            /* (CPython memoizes every str, bytes and container at once: the
+             * MEMOIZE that follows, if any, without a trip to the switch) */
+            sh[sn] = h;
+            skh[sn] = kh;
+            sn++;
+            if (ip < end && *ip == 0x94) {
+                key = d->mcount;
+                n = 1;
+                goto put;
+            }
+            continue;
+        failed:
+            d->sn = sn;
+            d->op_at = (size_t)(at - p);
+            return builder_failed(d);
+        }
+        if (ip == end) {
+            d->sn = sn;
+            d->op_at = d->len;
+            return truncated(d);
+        }
+    slow:
+        /* Everything else, the situations above that are not the usual
+         * one, and a full stack: step() with the state stored, then the
+         * state reloaded. */
+        d->pos = (size_t)(ip - p);
+        d->sn = sn;
+        st = step(d, result);
+        if (st)
+            return st;
+    reload:
+        ip = p + d->pos;
+        sn = d->sn;
+        sh = d->sh;
+        skh = d->skh;
+        fnc = fence(d);
     }
 }
 
@@ -1289,12 +1617,12 @@ mpc_status mpc_value_decode_with(const void *pickle, size_t len, const mpc_decod
     d.berr.status = MPC_OK;
     d.berr.message[0] = '\0';
     d.sh = d.sh0;
-    d.sk = d.sk0;
-    d.sht = d.sht0;
+    d.skh = d.skh0;
     d.scap = DEC_STACK0;
     d.marks = d.marks0;
     d.mcap = DEC_MARKS0;
-    d.md = d.md0;
+    d.mdh = d.mdh0;
+    d.mdkh = d.mdkh0;
     d.mdcap = DEC_MEMO0;
     d.p = pickle;
     d.len = len;
@@ -1307,21 +1635,15 @@ mpc_status mpc_value_decode_with(const void *pickle, size_t len, const mpc_decod
         d.py2_str = opts->py2_str;
     mpc_status st = MPC_OK;
     void *result = NULL;
-    int stopped = 0;
     if (len == 0)
         st = mpc__error(err, MPC_VALUE, 0, "empty pickle data (ran out of input)");
-    while (!st && !stopped) {
-        if (d.pos >= d.len) {
-            d.op_at = d.pos;
-            st = truncated(&d);
-            break;
-        }
-        st = step(&d, &stopped, &result);
-    }
+    if (!st)
+        st = run_machine(&d, &result);
+    if (st == DEC_STOPPED)
+        st = MPC_OK;
     drop_to(&d, 0);
     free_array(d.sh, d.sh0);
-    free_array(d.sk, d.sk0);
-    free_array(d.sht, d.sht0);
+    free_array(d.skh, d.skh0);
     free_array(d.marks, d.marks0);
     memo_release(&d);
     if (st) {
